@@ -1,0 +1,176 @@
+//! `chatd`: every role of the chat system in one process on real tokio, on loopback ports.
+//!
+//! Three ring nodes (each with its own data directory), the guild role, the gateway and the
+//! REST API. The directory of users, tokens, guilds and channels is generated on first start
+//! and kept in the data dir, so a restart serves the same accounts and their history.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("chatd runs on the real runtime only; build it without `--cfg madsim`");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    real::main()
+}
+
+#[cfg(not(madsim))]
+mod real {
+    use std::net::{IpAddr, SocketAddr};
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use chat_system::cluster::{Topology, HEARTBEAT_INTERVAL_MS_DEFAULT};
+    use chat_system::directory::{Directory, DirectoryShape};
+    use chat_system::env::clock::NodeClock;
+    use chat_system::env::disk::{Disk, RealDisk};
+    use chat_system::{api, gateway, guild, ring};
+    use clap::Parser;
+    use tokio::net::TcpListener;
+
+    /// Run the chat system's roles in one process on real tokio.
+    #[derive(Debug, Parser)]
+    #[command(name = "chatd", version)]
+    struct Args {
+        /// Where the ring nodes keep their data and where the directory is kept.
+        #[arg(long, default_value = "chatd-data")]
+        data_dir: PathBuf,
+        /// The address every role listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// First port: ring nodes at +1..+3, API at +10, gateway at +20 (dispatch +21), guild
+        /// at +30. 0 gives every role an ephemeral port.
+        #[arg(long, default_value_t = 7700)]
+        port_base: u16,
+        /// Users in a newly generated directory.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        users: u16,
+        /// Guilds in a newly generated directory.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        guilds: u16,
+        /// Text channels per guild in a newly generated directory.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        channels: u16,
+        /// The heartbeat interval the gateway announces, in ms.
+        #[arg(long, default_value_t = HEARTBEAT_INTERVAL_MS_DEFAULT)]
+        heartbeat_interval_ms: u64,
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("chatd: cannot start the runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("chatd: {message}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn load_or_create_directory(args: &Args, data_dir: &Path) -> Result<Directory, String> {
+        let path = data_dir.join("directory.json");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not a directory: {e}", path.display()));
+        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let shape = DirectoryShape {
+            user_count: usize::from(args.users),
+            guild_count: usize::from(args.guilds),
+            channels_per_guild: usize::from(args.channels),
+            created_unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+        };
+        let directory = Directory::generate(&shape);
+        let text = serde_json::to_string_pretty(&directory).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(directory)
+    }
+
+    async fn bind(host: IpAddr, base: u16, offset: u16, role: &str) -> Result<TcpListener, String> {
+        let port = if base == 0 { 0 } else { base.checked_add(offset).ok_or("port overflow")? };
+        let addr = SocketAddr::new(host, port);
+        TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for {role}: {e}"))
+    }
+
+    fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
+        listener.local_addr().map_err(|e| e.to_string())
+    }
+
+    async fn serve(args: Args) -> Result<(), String> {
+        // 1. The data dir and the directory.
+        std::fs::create_dir_all(&args.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+        let data_dir = args.data_dir.canonicalize().map_err(|e| e.to_string())?;
+        println!("chatd data_dir={}", data_dir.display());
+        let directory = Arc::new(load_or_create_directory(&args, &data_dir)?);
+
+        // 2. Bind every role first, so each knows the others' addresses.
+        let (host, base) = (args.host, args.port_base);
+        let mut ring_listeners = Vec::new();
+        for i in 0..3u16 {
+            ring_listeners.push(bind(host, base, 1 + i, "ring").await?);
+        }
+        let api_listener = bind(host, base, 10, "api").await?;
+        let gateway_listener = bind(host, base, 20, "gateway").await?;
+        let dispatch_listener = bind(host, base, 21, "gateway dispatch").await?;
+        let guild_listener = bind(host, base, 30, "guild").await?;
+        let topology = Topology {
+            ring: ring_listeners.iter().map(local).collect::<Result<_, _>>()?,
+            api: local(&api_listener)?,
+            guild: local(&guild_listener)?,
+            gateway_http: local(&gateway_listener)?,
+            gateway_rpc: local(&dispatch_listener)?,
+        };
+
+        // 3. Start the roles.
+        for (index, listener) in ring_listeners.into_iter().enumerate() {
+            let dir = data_dir.join(format!("ring-{}", index + 1));
+            let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
+            let config = topology.ring_config(index, disk);
+            println!("chatd ring node {} at {} data {}", index + 1, config.addr, dir.display());
+            tokio::spawn(async move {
+                if let Err(error) = ring::node::run(listener, config).await {
+                    eprintln!("chatd: ring node {} failed: {error}", index + 1);
+                    std::process::exit(1);
+                }
+            });
+        }
+        let guild_config = topology.guild_config(directory.clone(), NodeClock::new());
+        tokio::spawn(guild::run(guild_listener, guild_config));
+        let gateway_config = topology.gateway_config(directory.clone(), args.heartbeat_interval_ms);
+        tokio::spawn(gateway::run(gateway_listener, dispatch_listener, gateway_config));
+        let api_config = topology.api_config(directory.clone(), NodeClock::new());
+        tokio::spawn(api::run(api_listener, api_config));
+
+        // 4. Say where everything is, then wait for Ctrl-C.
+        println!("chatd api http://{}/api/v10", topology.api);
+        println!("chatd gateway {}", topology.gateway_url());
+        println!("chatd directory {}", data_dir.join("directory.json").display());
+        for user in directory.users.values().take(3) {
+            println!("chatd user {} token {}", user.username, user.token);
+        }
+        println!("chatd ready");
+        tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        println!("chatd stopping");
+        Ok(())
+    }
+}

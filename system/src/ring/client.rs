@@ -1,0 +1,123 @@
+//! The ring's client side: what the API and guild roles use to store and read messages.
+//!
+//! A client knows every ring node's address and sends each request to one coordinator, the
+//! first in a rotation that starts at the channel's hash. A coordinator that cannot be reached
+//! or does not answer is skipped for the next one; that retry is safe because a write carries
+//! its own key and timestamp, so applying it twice changes nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::node::{RingRequest, RingResponse};
+use super::{bucket_of, Cell, Consistency, PartitionQuery, Row, RowKey, StoreError};
+use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::env::clock::NodeClock;
+use crate::ids;
+use crate::model::StoredMessage;
+use crate::rpc::RpcClient;
+
+/// Extra time a coordinator gets beyond its replicas' timeout.
+const COORDINATOR_SLACK_MS: u64 = 500;
+
+/// A history page request, as the REST API takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// The channel.
+    pub channel_id: u64,
+    /// Only messages older than this id.
+    pub before: Option<u64>,
+    /// At most this many messages.
+    pub limit: usize,
+}
+
+/// A client of the ring.
+#[derive(Debug, Clone)]
+pub struct StoreClient {
+    coordinators: Vec<SocketAddr>,
+    rpc: RpcClient,
+    consistency: Consistency,
+    clock: NodeClock,
+}
+
+impl StoreClient {
+    /// A client of the ring nodes at `coordinators`, reading and writing at `consistency`;
+    /// `clock` tells it which bucket is the newest.
+    pub fn new(coordinators: Vec<SocketAddr>, consistency: Consistency, clock: NodeClock) -> Self {
+        assert!(!coordinators.is_empty(), "a store client needs at least one ring node");
+        Self { coordinators, rpc: RpcClient::new(), consistency, clock }
+    }
+
+    async fn send(
+        &self,
+        channel_id: u64,
+        request: RingRequest,
+        timeout_ms: u64,
+    ) -> Result<RingResponse, StoreError> {
+        let count = self.coordinators.len();
+        let first = usize::try_from(channel_id % count as u64).unwrap_or(0);
+        let timeout = Duration::from_millis(timeout_ms + COORDINATOR_SLACK_MS);
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let coordinator = self.coordinators[(first + step) % count];
+            match self.rpc.call::<_, RingResponse>(coordinator, &request, timeout).await {
+                Ok(response) => return Ok(response),
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        Err(StoreError::NoCoordinator(failures.join("; ")))
+    }
+
+    /// Stores `message` with write timestamp `write_us`.
+    pub async fn put(&self, message: &StoredMessage, write_us: i64) -> Result<(), StoreError> {
+        let key = RowKey {
+            channel_id: message.channel_id,
+            bucket: bucket_of(message.message_id),
+            message_id: message.message_id,
+        };
+        let row = Row { key, cell: Cell { write_us, value: Some(message.clone()) } };
+        let request = RingRequest::Write { row, consistency: self.consistency };
+        match self.send(message.channel_id, request, WRITE_TIMEOUT_MS).await? {
+            RingResponse::Written => Ok(()),
+            RingResponse::Failed(error) => Err(error),
+            RingResponse::Rows(_) => Err(StoreError::Storage("a write answered rows".into())),
+        }
+    }
+
+    /// A page of history, newest first, walking buckets back to the channel's creation.
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
+        let newest_bucket = match query.before {
+            Some(before) => bucket_of(before),
+            // One bucket of slack for writers whose clocks run ahead of this node's.
+            None => bucket_of(ids::from_timestamp_ms(self.clock.now_ms())).saturating_add(1),
+        };
+        let oldest_bucket = bucket_of(query.channel_id);
+        let mut messages = Vec::new();
+
+        // TODO(ring-buckets): skip buckets known to be empty instead of reading each one.
+        let mut bucket = newest_bucket.max(oldest_bucket);
+        loop {
+            let remaining = query.limit - messages.len();
+            let slice = PartitionQuery {
+                channel_id: query.channel_id,
+                bucket,
+                before: query.before,
+                after: None,
+                limit: remaining,
+            };
+            let request = RingRequest::Read { query: slice, consistency: self.consistency };
+            let rows = match self.send(query.channel_id, request, READ_TIMEOUT_MS).await? {
+                RingResponse::Rows(rows) => rows,
+                RingResponse::Failed(error) => return Err(error),
+                RingResponse::Written => {
+                    return Err(StoreError::Storage("a read answered a write".into()))
+                }
+            };
+            messages.extend(rows.into_iter().filter_map(|row| row.cell.value));
+            if messages.len() >= query.limit || bucket <= oldest_bucket {
+                break;
+            }
+            bucket -= 1;
+        }
+        Ok(messages)
+    }
+}

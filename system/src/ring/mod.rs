@@ -1,0 +1,231 @@
+//! A Cassandra-style replicated store for the `messages` table.
+//!
+//! Modelled: three replicas holding every partition (RF 3 on three nodes), any node acting as
+//! coordinator, QUORUM (or ONE / ALL) writes and reads over the network with timeouts,
+//! per-row last-write-wins with Cassandra's tie-break (a tombstone beats a live cell at the
+//! same timestamp, then the greater value wins), and a per-node engine whose commit log is
+//! synced before a write is acknowledged (batch mode), replayed on restart.
+//!
+//! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
+//! newest first, with 10-day buckets.
+//!
+//! TODO(ring-placement): Murmur3 tokens, vnodes and placement strategies; with three nodes and
+//! RF 3 every node holds every partition, so placement is trivial for now.
+//! TODO(ring-membership): gossip and failure detection, so a coordinator can answer
+//! Unavailable before sending; today too few replies always surface as Timeout.
+//! TODO(ring-repair): hints, read repair, anti-entropy repair, sorted tables and compaction.
+
+pub mod client;
+pub mod engine;
+pub mod node;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids;
+use crate::model::StoredMessage;
+
+/// Discord's bucket width: 10 days in ms.
+pub const BUCKET_MS: i64 = 1000 * 60 * 60 * 24 * 10;
+/// How long a replica write may take before the coordinator gives up on it.
+pub const WRITE_TIMEOUT_MS: u64 = 2_000;
+/// How long a replica read may take before the coordinator gives up on it.
+pub const READ_TIMEOUT_MS: u64 = 5_000;
+/// Replicas per partition.
+pub const REPLICATION_FACTOR: usize = 3;
+
+/// The bucket a snowflake falls in.
+pub fn bucket_of(snowflake: u64) -> u32 {
+    let since_epoch_ms = ids::timestamp_ms(snowflake) - ids::DISCORD_EPOCH_MS;
+    u32::try_from(since_epoch_ms / BUCKET_MS).unwrap_or(u32::MAX)
+}
+
+/// The primary key of one row of `messages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowKey {
+    /// Partition key, first part.
+    pub channel_id: u64,
+    /// Partition key, second part.
+    pub bucket: u32,
+    /// Clustering key.
+    pub message_id: u64,
+}
+
+/// A row's value with its write timestamp; `None` is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The writer's clock in µs since the Unix epoch (Cassandra's write timestamp).
+    pub write_us: i64,
+    /// The message, or `None` for a deletion.
+    pub value: Option<StoredMessage>,
+}
+
+impl Cell {
+    /// Whether `self` wins over `other` under last-write-wins.
+    pub fn supersedes(&self, other: &Cell) -> bool {
+        if self.write_us != other.write_us {
+            return self.write_us > other.write_us;
+        }
+        match (&self.value, &other.value) {
+            // At equal timestamps a deletion wins.
+            (None, Some(_)) => true,
+            (Some(_), None) | (None, None) => false,
+            // Then the greater value wins, so every replica picks the same one.
+            (Some(mine), Some(theirs)) => mine > theirs,
+        }
+    }
+}
+
+/// A row of `messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Its key.
+    pub key: RowKey,
+    /// Its cell.
+    pub cell: Cell,
+}
+
+/// A slice of one partition, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionQuery {
+    /// The channel.
+    pub channel_id: u64,
+    /// The bucket.
+    pub bucket: u32,
+    /// Only ids strictly below this.
+    pub before: Option<u64>,
+    /// Only ids strictly above this.
+    pub after: Option<u64>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// How many replicas must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// Replies required out of `replica_count`.
+    pub fn required(self, replica_count: usize) -> usize {
+        match self {
+            Consistency::One => 1,
+            Consistency::Quorum => replica_count / 2 + 1,
+            Consistency::All => replica_count,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    /// Too few replicas were known to be up; nothing was written.
+    #[error("unavailable: {alive} replicas alive, {required} required")]
+    Unavailable {
+        /// Replicas required.
+        required: usize,
+        /// Replicas believed alive.
+        alive: usize,
+    },
+    /// Too few replicas answered in time; a write may still have been applied.
+    #[error("timeout: {received} of {required} required replicas answered")]
+    Timeout {
+        /// Replicas required.
+        required: usize,
+        /// Replicas that answered.
+        received: usize,
+    },
+    /// No coordinator could be reached.
+    #[error("no coordinator reachable: {0}")]
+    NoCoordinator(String),
+    /// A replica's engine failed (disk error).
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// Merges `rows` into one row per key under last-write-wins, newest key first.
+pub fn reconcile(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
+    let mut merged: std::collections::BTreeMap<RowKey, Cell> = std::collections::BTreeMap::new();
+    for row in rows {
+        match merged.get(&row.key) {
+            Some(existing) if !row.cell.supersedes(existing) => {}
+            _ => {
+                merged.insert(row.key, row.cell);
+            }
+        }
+    }
+    merged.into_iter().rev().map(|(key, cell)| Row { key, cell }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(content: &str) -> StoredMessage {
+        StoredMessage {
+            channel_id: 1,
+            message_id: 2,
+            guild_id: 3,
+            author_id: 4,
+            content: content.into(),
+            nonce: None,
+        }
+    }
+
+    fn cell(write_us: i64, value: Option<&str>) -> Cell {
+        Cell { write_us, value: value.map(message) }
+    }
+
+    #[test]
+    fn later_timestamp_wins() {
+        assert!(cell(2, Some("a")).supersedes(&cell(1, Some("b"))));
+        assert!(!cell(1, Some("b")).supersedes(&cell(2, Some("a"))));
+    }
+
+    #[test]
+    fn tombstone_wins_a_timestamp_tie() {
+        assert!(cell(5, None).supersedes(&cell(5, Some("a"))));
+        assert!(!cell(5, Some("a")).supersedes(&cell(5, None)));
+    }
+
+    #[test]
+    fn greater_value_wins_a_live_tie() {
+        assert!(cell(5, Some("b")).supersedes(&cell(5, Some("a"))));
+        assert!(!cell(5, Some("a")).supersedes(&cell(5, Some("b"))));
+    }
+
+    #[test]
+    fn reconcile_keeps_one_winner_per_key_newest_first() {
+        let key = |message_id| RowKey { channel_id: 1, bucket: 0, message_id };
+        let rows = vec![
+            Row { key: key(1), cell: cell(1, Some("old")) },
+            Row { key: key(2), cell: cell(1, Some("x")) },
+            Row { key: key(1), cell: cell(2, Some("new")) },
+        ];
+        let merged = reconcile(rows);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].key.message_id, 2);
+        assert_eq!(merged[1].cell.value.as_ref().unwrap().content, "new");
+    }
+
+    #[test]
+    fn quorum_of_three_is_two() {
+        assert_eq!(Consistency::Quorum.required(3), 2);
+        assert_eq!(Consistency::All.required(3), 3);
+        assert_eq!(Consistency::One.required(3), 1);
+    }
+
+    #[test]
+    fn buckets_are_ten_days_wide() {
+        let day0 = ids::from_timestamp_ms(ids::DISCORD_EPOCH_MS);
+        let day10 = ids::from_timestamp_ms(ids::DISCORD_EPOCH_MS + BUCKET_MS);
+        assert_eq!(bucket_of(day0), 0);
+        assert_eq!(bucket_of(day10 - 1), 0);
+        assert_eq!(bucket_of(day10), 1);
+    }
+}

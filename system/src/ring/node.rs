@@ -1,0 +1,190 @@
+//! A ring node: a replica that also coordinates requests from any client.
+//!
+//! As coordinator it sends a write to every replica at once and answers when the consistency
+//! level's share has acknowledged; slower replicas still get the write, since each replica
+//! call runs in its own task. A read asks every replica, waits for the required share, and
+//! reconciles their rows under LWW. Replicas that fail or miss the deadline count as missing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+
+use super::engine::Engine;
+use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
+use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::env::disk::Disk;
+use crate::rpc::{serve_rpc, RpcClient};
+
+/// A request to a ring node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RingRequest {
+    /// Coordinate a write at `consistency`.
+    Write {
+        /// The row.
+        row: Row,
+        /// How many replicas must acknowledge.
+        consistency: Consistency,
+    },
+    /// Coordinate a read at `consistency`.
+    Read {
+        /// The slice.
+        query: PartitionQuery,
+        /// How many replicas must answer.
+        consistency: Consistency,
+    },
+    /// Apply a row on this replica only.
+    ReplicaWrite {
+        /// The row.
+        row: Row,
+    },
+    /// Read a slice from this replica only.
+    ReplicaRead {
+        /// The slice.
+        query: PartitionQuery,
+    },
+}
+
+/// A ring node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RingResponse {
+    /// The write was acknowledged by enough replicas.
+    Written,
+    /// The rows read, reconciled and newest first.
+    Rows(Vec<Row>),
+    /// The operation failed.
+    Failed(StoreError),
+}
+
+/// The configuration of one ring node.
+#[derive(Clone)]
+pub struct RingNodeConfig {
+    /// This node's replica address (its own, as peers know it).
+    pub addr: SocketAddr,
+    /// Every replica's address, this node's included.
+    pub replicas: Vec<SocketAddr>,
+    /// This node's disk.
+    pub disk: Arc<dyn Disk>,
+}
+
+struct RingNode {
+    addr: SocketAddr,
+    replicas: Vec<SocketAddr>,
+    engine: Mutex<Engine>,
+    rpc: RpcClient,
+}
+
+/// Runs a ring node on `listener` until the task is dropped.
+pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Result<()> {
+    assert!(config.replicas.contains(&config.addr), "a ring node is one of its replicas");
+    let (engine, replay) = Engine::open(config.disk.clone())?;
+    tracing::info!(
+        addr = %config.addr,
+        rows_replayed = replay.rows_replayed,
+        tail_bytes_discarded = replay.tail_bytes_discarded,
+        "ring_node_started"
+    );
+    let node = Arc::new(RingNode {
+        addr: config.addr,
+        replicas: config.replicas,
+        engine: Mutex::new(engine),
+        rpc: RpcClient::new(),
+    });
+    serve_rpc(listener, move |request: RingRequest| {
+        let node = node.clone();
+        async move { node.handle(request).await }
+    })
+    .await;
+    Ok(())
+}
+
+impl RingNode {
+    async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
+        match request {
+            RingRequest::Write { row, consistency } => self.coordinate_write(row, consistency).await,
+            RingRequest::Read { query, consistency } => self.coordinate_read(query, consistency).await,
+            RingRequest::ReplicaWrite { row } => self.apply_local(row).await,
+            RingRequest::ReplicaRead { query } => {
+                RingResponse::Rows(self.engine.lock().await.read(&query))
+            }
+        }
+    }
+
+    async fn apply_local(&self, row: Row) -> RingResponse {
+        match self.engine.lock().await.apply(row) {
+            Ok(()) => RingResponse::Written,
+            Err(error) => {
+                tracing::warn!(addr = %self.addr, %error, "replica_write_failed");
+                RingResponse::Failed(StoreError::Storage(error.to_string()))
+            }
+        }
+    }
+
+    /// Sends `request` to every replica, each in its own task, and returns the channel their
+    /// answers arrive on (a missing or failed replica sends `None`).
+    fn fan_out(
+        self: &Arc<Self>,
+        request: RingRequest,
+        timeout_ms: u64,
+    ) -> mpsc::Receiver<Option<RingResponse>> {
+        let (tx, rx) = mpsc::channel(self.replicas.len());
+        for &replica in &self.replicas {
+            let (node, request, tx) = (self.clone(), request.clone(), tx.clone());
+            tokio::spawn(async move {
+                let answer = if replica == node.addr {
+                    Some(Box::pin(node.clone().handle(request)).await)
+                } else {
+                    let timeout = Duration::from_millis(timeout_ms);
+                    node.rpc.call::<_, RingResponse>(replica, &request, timeout).await.ok()
+                };
+                let _ = tx.send(answer).await;
+            });
+        }
+        rx
+    }
+
+    async fn coordinate_write(self: Arc<Self>, row: Row, consistency: Consistency) -> RingResponse {
+        let required = consistency.required(self.replicas.len());
+        let mut answers = self.fan_out(RingRequest::ReplicaWrite { row }, WRITE_TIMEOUT_MS);
+
+        // Count acknowledgements until enough arrive or every replica has answered.
+        let mut received = 0;
+        while let Some(answer) = answers.recv().await {
+            if matches!(answer, Some(RingResponse::Written)) {
+                received += 1;
+            }
+            if received >= required {
+                return RingResponse::Written;
+            }
+        }
+        RingResponse::Failed(StoreError::Timeout { required, received })
+    }
+
+    async fn coordinate_read(
+        self: Arc<Self>,
+        query: PartitionQuery,
+        consistency: Consistency,
+    ) -> RingResponse {
+        let required = consistency.required(self.replicas.len());
+        let query_limit = query.limit;
+        let mut answers = self.fan_out(RingRequest::ReplicaRead { query }, READ_TIMEOUT_MS);
+
+        // TODO(ring-repair): digest reads and blocking read repair of stale replicas.
+        let mut received = 0;
+        let mut rows = Vec::new();
+        while let Some(answer) = answers.recv().await {
+            if let Some(RingResponse::Rows(replica_rows)) = answer {
+                received += 1;
+                rows.extend(replica_rows);
+            }
+            if received >= required {
+                let limit = query_limit;
+                return RingResponse::Rows(reconcile(rows).into_iter().take(limit).collect());
+            }
+        }
+        RingResponse::Failed(StoreError::Timeout { required, received })
+    }
+}
