@@ -1,1 +1,8 @@
-//! placeholder
+//! The simulator harness: scenarios, simulated users, the recorder and (under `--cfg madsim`)
+//! the runner that builds a cluster on madsim hosts, applies faults and collects the history.
+
+pub mod client;
+pub mod recorder;
+#[cfg(madsim)]
+pub mod runner;
+pub mod scenario;

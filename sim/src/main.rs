@@ -1,1 +1,142 @@
-fn main() {}
+//! `chatsim`: run a seeded simulation of the chat cluster and check what its clients saw.
+//!
+//! `chatsim run --seed N [--scenario NAME] [--out DIR]` prints the seed, the scenario and its
+//! fault schedule, runs it, prints a summary and writes `DIR/report.json` and `DIR/trace.jsonl`.
+//! The exit status tells the verdict: 0 pass, 2 bad arguments, 3 a safety violation, 4 a
+//! liveness violation, 5 the availability objective missed, 6 the simulation crashed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chat_sim::scenario::{Scenario, SCENARIO_NAMES};
+use clap::{Parser, Subcommand};
+
+/// Seeded, deterministic simulation of the chat cluster under faults.
+#[derive(Debug, Parser)]
+#[command(name = "chatsim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario with one seed.
+    Run {
+        /// The seed (an unsigned 64-bit integer); the same seed replays the same run.
+        #[arg(long)]
+        seed: u64,
+        /// The scenario to run.
+        #[arg(long, default_value = "smoke", value_parser = parse_scenario)]
+        scenario: Scenario,
+        /// Where to write report.json and trace.jsonl [default: target/chatsim/SCENARIO-SEED].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the built-in scenarios.
+    Scenarios,
+}
+
+fn parse_scenario(name: &str) -> Result<Scenario, String> {
+    Scenario::by_name(name)
+        .ok_or_else(|| format!("unknown scenario {name:?}; known: {}", SCENARIO_NAMES.join(", ")))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Scenarios => {
+            for name in SCENARIO_NAMES {
+                if let Some(scenario) = Scenario::by_name(name) {
+                    println!("{name:<10} {}", scenario.description);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { seed, scenario, out } => run(seed, &scenario, out),
+    }
+}
+
+#[cfg(not(madsim))]
+fn run(_seed: u64, _scenario: &Scenario, _out: Option<PathBuf>) -> ExitCode {
+    eprintln!(
+        "chatsim: this binary was built without `--cfg madsim`, so it has no simulator. \
+         Build and run it with `cargo chatsim run --seed N` (and leave RUSTFLAGS unset: it \
+         replaces the flags the alias sets)."
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(madsim)]
+fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> ExitCode {
+    match sim::run(seed, scenario, out) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(message) => {
+            eprintln!("chatsim: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::path::PathBuf;
+
+    use chat_reports::report::{trace_hash, Report, RunInfo, EXIT_CRASH};
+    use chat_sim::runner;
+    use chat_sim::scenario::Scenario;
+
+    pub fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> Result<i32, String> {
+        let replay = format!("cargo chatsim run --seed {seed} --scenario {}", scenario.name);
+        let schedule = serde_json::to_string(&scenario.schedule).map_err(|e| e.to_string())?;
+        println!("chatsim seed {seed} scenario {} ({})", scenario.name, scenario.description);
+        println!("chatsim schedule {schedule}");
+
+        // 1. Simulate; a panic anywhere in the cluster is a crash of the run.
+        let output = match catch_unwind(AssertUnwindSafe(|| runner::run(seed, scenario))) {
+            Ok(output) => output,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                eprintln!("chatsim: the simulation crashed: {message}");
+                eprintln!("chatsim: replay with: {replay}");
+                return Ok(EXIT_CRASH);
+            }
+        };
+
+        // 2. Check and report.
+        let info = RunInfo {
+            seed,
+            scenario: scenario.name.to_string(),
+            trace_hash: trace_hash(&output.trace),
+            events: output.events,
+            sim_seconds: output.sim_seconds,
+            wall_seconds: output.wall_seconds,
+            schedule: scenario.schedule.clone(),
+            availability_objective: scenario.availability_objective,
+            replay_command: replay,
+        };
+        let report = Report::build(info, &output.history);
+        print!("{}", report.summary());
+
+        // 3. Write the report and the trace.
+        let dir = out.unwrap_or_else(|| {
+            PathBuf::from("target").join("chatsim").join(format!("{}-{seed}", scenario.name))
+        });
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let report_path = dir.join("report.json");
+        std::fs::write(&report_path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
+        let trace_path = dir.join("trace.jsonl");
+        std::fs::write(&trace_path, &output.trace)
+            .map_err(|e| format!("cannot write {}: {e}", trace_path.display()))?;
+        println!("report  {}", report_path.display());
+        println!("trace   {}", trace_path.display());
+        Ok(report.exit_code)
+    }
+}

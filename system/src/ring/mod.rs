@@ -13,7 +13,7 @@
 //! RF 3 every node holds every partition, so placement is trivial for now.
 //! TODO(ring-membership): gossip and failure detection, so a coordinator can answer
 //! Unavailable before sending; today too few replies always surface as Timeout.
-//! TODO(ring-repair): hints, read repair, anti-entropy repair, sorted tables and compaction.
+//! TODO(ring-repair): hints, anti-entropy repair, sorted tables and compaction.
 
 pub mod client;
 pub mod engine;

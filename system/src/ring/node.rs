@@ -3,7 +3,8 @@
 //! As coordinator it sends a write to every replica at once and answers when the consistency
 //! level's share has acknowledged; slower replicas still get the write, since each replica
 //! call runs in its own task. A read asks every replica, waits for the required share, and
-//! reconciles their rows under LWW. Replicas that fail or miss the deadline count as missing.
+//! reconciles their rows under LWW, then repairs the replicas that answered with stale data
+//! before answering. Replicas that fail or miss the deadline count as missing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,7 +130,7 @@ impl RingNode {
         self: &Arc<Self>,
         request: RingRequest,
         timeout_ms: u64,
-    ) -> mpsc::Receiver<Option<RingResponse>> {
+    ) -> mpsc::Receiver<(SocketAddr, Option<RingResponse>)> {
         let (tx, rx) = mpsc::channel(self.replicas.len());
         for &replica in &self.replicas {
             let (node, request, tx) = (self.clone(), request.clone(), tx.clone());
@@ -140,7 +141,7 @@ impl RingNode {
                     let timeout = Duration::from_millis(timeout_ms);
                     node.rpc.call::<_, RingResponse>(replica, &request, timeout).await.ok()
                 };
-                let _ = tx.send(answer).await;
+                let _ = tx.send((replica, answer)).await;
             });
         }
         rx
@@ -152,7 +153,7 @@ impl RingNode {
 
         // Count acknowledgements until enough arrive or every replica has answered.
         let mut received = 0;
-        while let Some(answer) = answers.recv().await {
+        while let Some((_replica, answer)) = answers.recv().await {
             if matches!(answer, Some(RingResponse::Written)) {
                 received += 1;
             }
@@ -172,19 +173,48 @@ impl RingNode {
         let query_limit = query.limit;
         let mut answers = self.fan_out(RingRequest::ReplicaRead { query }, READ_TIMEOUT_MS);
 
-        // TODO(ring-repair): digest reads and blocking read repair of stale replicas.
-        let mut received = 0;
-        let mut rows = Vec::new();
-        while let Some(answer) = answers.recv().await {
-            if let Some(RingResponse::Rows(replica_rows)) = answer {
-                received += 1;
-                rows.extend(replica_rows);
+        // TODO(ring-repair): digest reads instead of a full data read from every replica.
+        let mut replies: Vec<(SocketAddr, Vec<Row>)> = Vec::new();
+        while let Some((replica, answer)) = answers.recv().await {
+            if let Some(RingResponse::Rows(rows)) = answer {
+                replies.push((replica, rows));
             }
-            if received >= required {
-                let limit = query_limit;
-                return RingResponse::Rows(reconcile(rows).into_iter().take(limit).collect());
+            if replies.len() >= required {
+                let all_rows = replies.iter().flat_map(|(_, rows)| rows.iter().cloned());
+                let merged: Vec<Row> = reconcile(all_rows).into_iter().take(query_limit).collect();
+                self.repair(&replies, &merged).await;
+                return RingResponse::Rows(merged);
             }
         }
+        let received = replies.len();
         RingResponse::Failed(StoreError::Timeout { required, received })
+    }
+
+    /// Blocking read repair: before answering, write the reconciled winner to every replica
+    /// that answered with an older version or none, so a later quorum read cannot miss what
+    /// this one returned (Cassandra's monotonic quorum reads).
+    async fn repair(self: &Arc<Self>, replies: &[(SocketAddr, Vec<Row>)], merged: &[Row]) {
+        let mut repairs = Vec::new();
+        for (replica, rows) in replies {
+            for winner in merged {
+                let held = rows.iter().find(|row| row.key == winner.key);
+                let stale = held.is_none_or(|row| winner.cell.supersedes(&row.cell));
+                if stale {
+                    repairs.push((*replica, winner.clone()));
+                }
+            }
+        }
+        for (replica, row) in repairs {
+            tracing::debug!(%replica, message_id = row.key.message_id, "read_repair");
+            if replica == self.addr {
+                self.apply_local(row).await;
+                continue;
+            }
+            let request = RingRequest::ReplicaWrite { row };
+            let timeout = Duration::from_millis(WRITE_TIMEOUT_MS);
+            if let Err(error) = self.rpc.call::<_, RingResponse>(replica, &request, timeout).await {
+                tracing::debug!(%replica, %error, "read_repair_failed");
+            }
+        }
     }
 }

@@ -1,0 +1,127 @@
+//! The run's recorder: the history the checkers read, and the trace whose hash names the run.
+//!
+//! Every record is appended to the history and, as one JSON line, to the trace, in the order
+//! it happened. The trace's hash is a function of the seed only, which is what two runs with
+//! one seed are compared by.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chat_reports::history::{AppliedFault, Delivery, History, Op, Session};
+use serde::Serialize;
+
+#[derive(Default)]
+struct State {
+    history: History,
+    trace: Vec<u8>,
+    events: u64,
+}
+
+/// A shared handle on the recorder.
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum TraceLine<'a> {
+    Op(&'a Op),
+    SessionOpened { index: usize, client: u64, at_ns: u64 },
+    SessionReady { index: usize, session_id: &'a str, channel_ids: &'a [u64], at_ns: u64 },
+    SessionClosed { index: usize, code: Option<u16>, at_ns: u64 },
+    Delivery(&'a Delivery),
+    Fault(&'a AppliedFault),
+}
+
+impl Recorder {
+    /// A recorder whose times count from `start`.
+    pub fn new(start: Instant) -> Self {
+        Self { start, state: Arc::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// ns since the start of the run.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn trace(state: &mut State, line: &TraceLine<'_>) {
+        if serde_json::to_writer(&mut state.trace, line).is_ok() {
+            state.trace.push(b'\n');
+            state.events += 1;
+        }
+    }
+
+    /// Records a completed operation.
+    pub fn op(&self, op: Op) {
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::Op(&op));
+        state.history.ops.push(op);
+    }
+
+    /// Records a new session; returns its index.
+    pub fn session_opened(&self, client: u64) -> usize {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        let index = state.history.sessions.len();
+        Self::trace(&mut state, &TraceLine::SessionOpened { index, client, at_ns });
+        state.history.sessions.push(Session {
+            client,
+            session_id: None,
+            opened_ns: at_ns,
+            ready_ns: None,
+            channel_ids: Vec::new(),
+            closed_ns: None,
+            close_code: None,
+        });
+        index
+    }
+
+    /// Records that session `index` got READY and then its guilds' channels.
+    pub fn session_ready(&self, index: usize, session_id: String, channel_ids: Vec<u64>) {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        let line = TraceLine::SessionReady { index, session_id: &session_id, channel_ids: &channel_ids, at_ns };
+        Self::trace(&mut state, &line);
+        let session = &mut state.history.sessions[index];
+        session.session_id = Some(session_id);
+        session.ready_ns = Some(at_ns);
+        session.channel_ids = channel_ids;
+    }
+
+    /// Records that session `index` ended.
+    pub fn session_closed(&self, index: usize, code: Option<u16>) {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::SessionClosed { index, code, at_ns });
+        let session = &mut state.history.sessions[index];
+        session.closed_ns = Some(at_ns);
+        session.close_code = code;
+    }
+
+    /// Records a dispatch received.
+    pub fn delivery(&self, delivery: Delivery) {
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::Delivery(&delivery));
+        state.history.deliveries.push(delivery);
+    }
+
+    /// Records a fault the nemesis applied.
+    pub fn fault(&self, action: String) {
+        let fault = AppliedFault { at_ns: self.now_ns(), action };
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::Fault(&fault));
+        state.history.faults.push(fault);
+    }
+
+    /// The history, the trace and its event count so far.
+    pub fn snapshot(&self) -> (History, Vec<u8>, u64) {
+        let state = self.lock();
+        (state.history.clone(), state.trace.clone(), state.events)
+    }
+}

@@ -1,0 +1,225 @@
+//! Runs one scenario on madsim hosts and returns what its clients saw.
+//!
+//! Topology: `ring-1..3` (10.0.1.1–3), `api` (10.0.2.1), `guild` (10.0.3.1), `gateway`
+//! (10.0.4.1) and `client` (10.0.9.1), which runs every simulated user. Each ring node keeps a
+//! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
+//! bytes do not. The nemesis, on the harness's own node, applies the fault schedule.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chat_faults::{FaultKind, Schedule};
+use chat_reports::history::History;
+use chat_system::cluster::Topology;
+use chat_system::directory::{Directory, DirectoryShape};
+use chat_system::env::clock::NodeClock;
+use chat_system::env::disk::{Disk, SimDisk};
+use chat_system::{api, gateway, guild, ring};
+use madsim::runtime::{Handle, Runtime};
+use tokio::net::TcpListener;
+
+use crate::client::UserClient;
+use crate::recorder::Recorder;
+use crate::scenario::Scenario;
+
+/// What a finished run hands to the report.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// What the clients saw.
+    pub history: History,
+    /// The trace, one JSON line per event.
+    pub trace: Vec<u8>,
+    /// Events in the trace.
+    pub events: u64,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Wall seconds.
+    pub wall_seconds: f64,
+}
+
+const RING_PORT: u16 = 7000;
+const API_PORT: u16 = 8080;
+const GUILD_PORT: u16 = 7100;
+const GATEWAY_HTTP_PORT: u16 = 8081;
+const GATEWAY_RPC_PORT: u16 = 7200;
+
+fn ip(a: u8, b: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, a, b))
+}
+
+fn topology() -> Topology {
+    Topology {
+        ring: (1..=3).map(|i| SocketAddr::new(ip(1, i), RING_PORT)).collect(),
+        api: SocketAddr::new(ip(2, 1), API_PORT),
+        guild: SocketAddr::new(ip(3, 1), GUILD_PORT),
+        gateway_http: SocketAddr::new(ip(4, 1), GATEWAY_HTTP_PORT),
+        gateway_rpc: SocketAddr::new(ip(4, 1), GATEWAY_RPC_PORT),
+    }
+}
+
+async fn listen(addr: SocketAddr) -> TcpListener {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => panic!("simulated bind of {addr} failed: {error}"),
+    }
+}
+
+/// Runs `scenario` with `seed` in a fresh simulation.
+pub fn run(seed: u64, scenario: &Scenario) -> RunOutput {
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let scenario = scenario.clone();
+    let wall_start = Instant::now();
+    let (history, trace, events) = runtime.block_on(supervise(scenario.clone()));
+    RunOutput {
+        history,
+        trace,
+        events,
+        sim_seconds: scenario.duration_ms as f64 / 1000.0,
+        wall_seconds: wall_start.elapsed().as_secs_f64(),
+    }
+}
+
+async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
+    let handle = Handle::current();
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let topology = topology();
+
+    // 1. The directory, minted a minute before the run starts.
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let shape = DirectoryShape {
+        user_count: scenario.user_count,
+        guild_count: scenario.guild_count,
+        channels_per_guild: scenario.channels_per_guild,
+        created_unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX) - 60_000,
+    };
+    let directory = Arc::new(Directory::generate(&shape));
+
+    // 2. The roles, one host each; ring disks belong to the harness.
+    let mut disks: BTreeMap<String, SimDisk> = BTreeMap::new();
+    for index in 0..topology.ring.len() {
+        let name = format!("ring-{}", index + 1);
+        let disk = SimDisk::new();
+        disks.insert(name.clone(), disk.clone());
+        let topology = topology.clone();
+        let addr = topology.ring[index];
+        handle
+            .create_node()
+            .name(name)
+            .ip(addr.ip())
+            .init(move || {
+                let config = topology.ring_config(index, Arc::new(disk.clone()) as Arc<dyn Disk>);
+                async move {
+                    if let Err(error) = ring::node::run(listen(addr).await, config).await {
+                        panic!("ring node at {addr} failed to start: {error}");
+                    }
+                }
+            })
+            .build();
+    }
+    let (t, d) = (topology.clone(), directory.clone());
+    handle
+        .create_node()
+        .name("guild")
+        .ip(topology.guild.ip())
+        .init(move || {
+            let config = t.guild_config(d.clone(), NodeClock::new());
+            let addr = t.guild;
+            async move { guild::run(listen(addr).await, config).await }
+        })
+        .build();
+    let (t, d, beat) = (topology.clone(), directory.clone(), scenario.heartbeat_interval_ms);
+    handle
+        .create_node()
+        .name("gateway")
+        .ip(topology.gateway_http.ip())
+        .init(move || {
+            let config = t.gateway_config(d.clone(), beat);
+            let (http, rpc) = (t.gateway_http, t.gateway_rpc);
+            async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
+        })
+        .build();
+    let (t, d) = (topology.clone(), directory.clone());
+    handle
+        .create_node()
+        .name("api")
+        .ip(topology.api.ip())
+        .init(move || {
+            let config = t.api_config(d.clone(), NodeClock::new());
+            let addr = t.api;
+            async move { api::run(listen(addr).await, config).await }
+        })
+        .build();
+
+    // 3. The users, all on the client host, after the servers have had a moment to listen.
+    let clients: Vec<UserClient> = directory
+        .users
+        .values()
+        .map(|user| UserClient {
+            user: user.clone(),
+            channel_ids: directory
+                .guilds_of(user.id)
+                .iter()
+                .flat_map(|g| g.channels.iter().map(|c| c.id))
+                .collect(),
+            api: topology.api,
+            gateway: topology.gateway_http,
+            scenario: scenario.clone(),
+            recorder: recorder.clone(),
+            start,
+        })
+        .collect();
+    let client_node = handle.create_node().name("client").ip(ip(9, 1)).build();
+    client_node.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for client in clients {
+            tokio::spawn(client.run());
+        }
+    });
+
+    // 4. The faults, then the end of the run.
+    nemesis(&handle, &scenario.schedule, &disks, &recorder, start).await;
+    tokio::time::sleep_until((start + Duration::from_millis(scenario.duration_ms)).into()).await;
+    recorder.snapshot()
+}
+
+/// Applies `schedule` in time order through madsim and the disks.
+async fn nemesis(
+    handle: &Handle,
+    schedule: &Schedule,
+    disks: &BTreeMap<String, SimDisk>,
+    recorder: &Recorder,
+    start: Instant,
+) {
+    // Each fault becomes its actions (start, and heal if any), applied in time order; ties keep
+    // the schedule's order.
+    let mut actions: Vec<(u64, usize, bool)> = Vec::new();
+    for (index, fault) in schedule.faults.iter().enumerate() {
+        actions.push((fault.at_ms, index, false));
+        if let Some(heal_ms) = fault.heal_ms() {
+            actions.push((heal_ms, index, true));
+        }
+    }
+    actions.sort();
+
+    for (at_ms, index, heal) in actions {
+        tokio::time::sleep_until((start + Duration::from_millis(at_ms)).into()).await;
+        let fault = &schedule.faults[index];
+        match &fault.kind {
+            FaultKind::Crash { node, .. } if !heal => {
+                handle.kill(node.as_str());
+                let loss = disks.get(node).map(|disk| disk.crash(None)).unwrap_or_default();
+                recorder.fault(format!(
+                    "crash {node} (unsynced writes lost: {}, bytes: {})",
+                    loss.writes_dropped, loss.bytes_dropped
+                ));
+            }
+            FaultKind::Crash { node, .. } => {
+                handle.restart(node.as_str());
+                recorder.fault(format!("restart {node}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Built-in scenarios: the cluster's shape, the workload's shape and the fault schedule.
+
+use chat_faults::{Fault, FaultKind, Schedule};
+
+/// A scenario a run can be asked for by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it exercises.
+    pub description: &'static str,
+    /// Simulated users (one client each).
+    pub user_count: usize,
+    /// Guilds.
+    pub guild_count: usize,
+    /// Text channels per guild.
+    pub channels_per_guild: usize,
+    /// Simulated run length.
+    pub duration_ms: u64,
+    /// Clients stop sending and reading at this time.
+    pub workload_end_ms: u64,
+    /// Clients page through every channel's full history at this time.
+    pub final_read_ms: u64,
+    /// Mean gap between one client's sends (exponentially distributed).
+    pub send_gap_ms_mean: u64,
+    /// Mean gap between one client's history reads.
+    pub read_gap_ms_mean: u64,
+    /// The heartbeat interval gateways announce.
+    pub heartbeat_interval_ms: u64,
+    /// How long a client waits for a REST answer.
+    pub request_timeout_ms: u64,
+    /// The share of operations that must succeed.
+    pub availability_objective: f64,
+    /// The faults.
+    pub schedule: Schedule,
+}
+
+/// The names of every built-in scenario.
+pub const SCENARIO_NAMES: [&str; 1] = ["smoke"];
+
+impl Scenario {
+    /// The built-in scenario called `name`.
+    pub fn by_name(name: &str) -> Option<Scenario> {
+        match name {
+            "smoke" => Some(Self::smoke()),
+            _ => None,
+        }
+    }
+
+    /// About 20 users in 2 guilds for 60 s, with ring node 1 crashed from 20 s to 40 s.
+    pub fn smoke() -> Scenario {
+        Scenario {
+            name: "smoke",
+            description: "20 users, 2 guilds, 60 s; ring-1 crashes at 20 s and restarts at 40 s",
+            user_count: 20,
+            guild_count: 2,
+            channels_per_guild: 2,
+            duration_ms: 60_000,
+            workload_end_ms: 50_000,
+            final_read_ms: 54_000,
+            send_gap_ms_mean: 3_000,
+            read_gap_ms_mean: 5_000,
+            heartbeat_interval_ms: 5_000,
+            request_timeout_ms: 10_000,
+            availability_objective: 0.9999,
+            schedule: Schedule::new(vec![Fault {
+                at_ms: 20_000,
+                kind: FaultKind::Crash { node: "ring-1".into(), restart_after_ms: Some(20_000) },
+            }]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_scenario_exists_and_ends_after_its_workload() {
+        for name in SCENARIO_NAMES {
+            let scenario = Scenario::by_name(name).unwrap();
+            assert_eq!(scenario.name, name);
+            assert!(scenario.workload_end_ms < scenario.final_read_ms);
+            assert!(scenario.final_read_ms < scenario.duration_ms);
+            let healed = scenario.schedule.all_healed_ms().unwrap_or(u64::MAX);
+            assert!(healed <= scenario.workload_end_ms, "faults heal before the final reads");
+        }
+        assert!(Scenario::by_name("nope").is_none());
+    }
+}
