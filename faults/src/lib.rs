@@ -40,7 +40,9 @@ impl Fault {
     /// When the fault is over (healed), if it ever is.
     pub fn heal_ms(&self) -> Option<u64> {
         match &self.kind {
-            FaultKind::Crash { restart_after_ms, .. } => restart_after_ms.map(|d| self.at_ms + d),
+            FaultKind::Crash {
+                restart_after_ms, ..
+            } => restart_after_ms.map(|d| self.at_ms + d),
         }
     }
 
@@ -69,12 +71,17 @@ impl Schedule {
 
     /// When the last fault heals; `None` if there are no faults or one never heals.
     pub fn all_healed_ms(&self) -> Option<u64> {
-        self.faults.iter().try_fold(0, |latest, f| f.heal_ms().map(|h| h.max(latest)))
+        self.faults
+            .iter()
+            .try_fold(0, |latest, f| f.heal_ms().map(|h| h.max(latest)))
     }
 
     /// The windows `[start, end)` in which faults are active, end = `run_end_ms` if unhealed.
     pub fn active_windows_ms(&self, run_end_ms: u64) -> Vec<(u64, u64)> {
-        self.faults.iter().map(|f| (f.at_ms, f.heal_ms().unwrap_or(run_end_ms))).collect()
+        self.faults
+            .iter()
+            .map(|f| (f.at_ms, f.heal_ms().unwrap_or(run_end_ms)))
+            .collect()
     }
 }
 
@@ -83,7 +90,13 @@ mod tests {
     use super::*;
 
     fn crash(at_ms: u64, node: &str, restart_after_ms: Option<u64>) -> Fault {
-        Fault { at_ms, kind: FaultKind::Crash { node: node.into(), restart_after_ms } }
+        Fault {
+            at_ms,
+            kind: FaultKind::Crash {
+                node: node.into(),
+                restart_after_ms,
+            },
+        }
     }
 
     #[test]
@@ -100,14 +113,15 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         let json = r#"{"faults":[{"at_ms":1,"kind":"crash","node":"a","restart_after":5}]}"#;
-        let error = serde_json::from_str::<Schedule>(json).unwrap_err().to_string();
+        let error = serde_json::from_str::<Schedule>(json)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("restart_after"), "{error}");
     }
 
     #[test]
     fn healing_time_is_the_latest_restart() {
-        let schedule =
-            Schedule::new(vec![crash(30, "b", Some(5)), crash(10, "a", Some(40))]);
+        let schedule = Schedule::new(vec![crash(30, "b", Some(5)), crash(10, "a", Some(40))]);
         assert_eq!(schedule.faults[0].node(), "a");
         assert_eq!(schedule.all_healed_ms(), Some(50));
         let never = Schedule::new(vec![crash(10, "a", None)]);

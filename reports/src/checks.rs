@@ -67,7 +67,10 @@ pub fn check_all(history: &History, availability_objective: f64) -> BTreeMap<Str
     results.insert("ordering".to_string(), ordering(history));
     results.insert("sequence".to_string(), sequence(history));
     results.insert("delivery".to_string(), delivery(history));
-    results.insert("availability".to_string(), availability(history, availability_objective));
+    results.insert(
+        "availability".to_string(),
+        availability(history, availability_objective),
+    );
     results
 }
 
@@ -83,7 +86,9 @@ pub fn durability(history: &History) -> CheckResult {
     };
     for op in &history.ops {
         match &op.outcome {
-            Outcome::Sent { message_id } => learn(op.kind.channel_id(), *message_id, op.completed_ns),
+            Outcome::Sent { message_id } => {
+                learn(op.kind.channel_id(), *message_id, op.completed_ns)
+            }
             Outcome::Read { message_ids } => {
                 for &id in message_ids {
                     learn(op.kind.channel_id(), id, op.completed_ns);
@@ -95,12 +100,20 @@ pub fn durability(history: &History) -> CheckResult {
 
     // 2. Every later read that reaches back far enough must hold every known message.
     for op in &history.ops {
-        let (OpKind::Read { channel_id, before, limit }, Outcome::Read { message_ids }) =
-            (&op.kind, &op.outcome)
+        let (
+            OpKind::Read {
+                channel_id,
+                before,
+                limit,
+            },
+            Outcome::Read { message_ids },
+        ) = (&op.kind, &op.outcome)
         else {
             continue;
         };
-        let Some(channel_known) = known.get(channel_id) else { continue };
+        let Some(channel_known) = known.get(channel_id) else {
+            continue;
+        };
         let page: BTreeSet<u64> = message_ids.iter().copied().collect();
         let oldest = page.first().copied().unwrap_or(0);
         let full = message_ids.len() >= *limit;
@@ -125,7 +138,11 @@ pub fn durability(history: &History) -> CheckResult {
 pub fn ordering(history: &History) -> CheckResult {
     let mut result = CheckResult::default();
     let mut last: BTreeMap<(usize, u64), u64> = BTreeMap::new();
-    for delivery in history.deliveries.iter().filter(|d| d.event == "MESSAGE_CREATE") {
+    for delivery in history
+        .deliveries
+        .iter()
+        .filter(|d| d.event == "MESSAGE_CREATE")
+    {
         let (Some(channel), Some(id)) = (delivery.channel_id, delivery.message_id) else {
             result.violation(|| format!("MESSAGE_CREATE s={} without ids", delivery.s));
             continue;
@@ -175,7 +192,8 @@ pub fn delivery(history: &History) -> CheckResult {
     }
 
     for op in &history.ops {
-        let (OpKind::Send { channel_id, .. }, Outcome::Sent { message_id }) = (&op.kind, &op.outcome)
+        let (OpKind::Send { channel_id, .. }, Outcome::Sent { message_id }) =
+            (&op.kind, &op.outcome)
         else {
             continue;
         };
@@ -211,8 +229,16 @@ pub fn availability(history: &History, objective: f64) -> CheckResult {
     // rounding (1 − 0.9999 is a hair under 1e-4) from costing a whole failure.
     let allowed = ((total as f64) * (1.0 - objective) + 1e-6).floor() as u64;
     let excess = (failed.len() as u64).saturating_sub(allowed);
-    for op in failed.iter().take(usize::try_from(excess).unwrap_or(usize::MAX)) {
-        result.violation(|| format!("{:?} by client {} ended {:?}", op.kind, op.client, op.outcome));
+    for op in failed
+        .iter()
+        .take(usize::try_from(excess).unwrap_or(usize::MAX))
+    {
+        result.violation(|| {
+            format!(
+                "{:?} by client {} ended {:?}",
+                op.kind, op.client, op.outcome
+            )
+        });
     }
     result
 }
@@ -225,7 +251,10 @@ mod tests {
     fn send(client: u64, channel_id: u64, at: u64, message_id: u64) -> Op {
         Op {
             client,
-            kind: OpKind::Send { channel_id, nonce: format!("n{at}") },
+            kind: OpKind::Send {
+                channel_id,
+                nonce: format!("n{at}"),
+            },
             invoked_ns: at,
             completed_ns: at + 5,
             outcome: Outcome::Sent { message_id },
@@ -235,15 +264,25 @@ mod tests {
     fn read(channel_id: u64, at: u64, limit: usize, ids: &[u64]) -> Op {
         Op {
             client: 9,
-            kind: OpKind::Read { channel_id, before: None, limit },
+            kind: OpKind::Read {
+                channel_id,
+                before: None,
+                limit,
+            },
             invoked_ns: at,
             completed_ns: at + 5,
-            outcome: Outcome::Read { message_ids: ids.to_vec() },
+            outcome: Outcome::Read {
+                message_ids: ids.to_vec(),
+            },
         }
     }
 
     fn deliver(session: usize, s: u64, message_id: Option<u64>) -> Delivery {
-        let event = if message_id.is_some() { "MESSAGE_CREATE" } else { "READY" };
+        let event = if message_id.is_some() {
+            "MESSAGE_CREATE"
+        } else {
+            "READY"
+        };
         Delivery {
             session,
             s,
@@ -257,12 +296,20 @@ mod tests {
     #[test]
     fn durability_flags_an_acknowledged_message_missing_from_a_later_read() {
         let history = History {
-            ops: vec![send(1, 7, 0, 100), send(1, 7, 10, 200), read(7, 20, 10, &[200])],
+            ops: vec![
+                send(1, 7, 0, 100),
+                send(1, 7, 10, 200),
+                read(7, 20, 10, &[200]),
+            ],
             ..History::default()
         };
         let result = durability(&history);
         assert_eq!(result.violations, 1);
-        assert!(result.examples[0].contains("message 100"), "{:?}", result.examples);
+        assert!(
+            result.examples[0].contains("message 100"),
+            "{:?}",
+            result.examples
+        );
     }
 
     #[test]
@@ -270,7 +317,12 @@ mod tests {
         // A full page of one (limit 1) holding only the newest says nothing about 100; a read
         // invoked before the ack is not bound by it either.
         let history = History {
-            ops: vec![read(7, 1, 10, &[]), send(1, 7, 0, 100), send(1, 7, 10, 200), read(7, 20, 1, &[200])],
+            ops: vec![
+                read(7, 1, 10, &[]),
+                send(1, 7, 0, 100),
+                send(1, 7, 10, 200),
+                read(7, 20, 1, &[200]),
+            ],
             ..History::default()
         };
         assert_eq!(durability(&history).violations, 0);
@@ -279,7 +331,11 @@ mod tests {
     #[test]
     fn durability_bounds_a_paged_read_by_its_before() {
         let mut paged = read(7, 20, 10, &[100]);
-        paged.kind = OpKind::Read { channel_id: 7, before: Some(150), limit: 10 };
+        paged.kind = OpKind::Read {
+            channel_id: 7,
+            before: Some(150),
+            limit: 10,
+        };
         let history = History {
             ops: vec![send(1, 7, 0, 100), send(1, 7, 10, 200), paged],
             ..History::default()
@@ -312,7 +368,11 @@ mod tests {
         assert_eq!(ordering(&history).violations, 1);
         let sequence = sequence(&history);
         assert_eq!(sequence.violations, 1);
-        assert!(sequence.examples[0].contains("s=4"), "{:?}", sequence.examples);
+        assert!(
+            sequence.examples[0].contains("s=4"),
+            "{:?}",
+            sequence.examples
+        );
     }
 
     #[test]
@@ -340,16 +400,43 @@ mod tests {
         };
         let result = delivery(&history);
         assert_eq!(result.violations, 1);
-        assert!(result.examples[0].starts_with("session 1 "), "{:?}", result.examples);
+        assert!(
+            result.examples[0].starts_with("session 1 "),
+            "{:?}",
+            result.examples
+        );
     }
 
     #[test]
     fn availability_allows_the_objectives_budget() {
         let mut ops: Vec<Op> = (0..20_000).map(|i| send(1, 7, i, i)).collect();
         ops[0].outcome = Outcome::TimedOut;
-        ops[1].outcome = Outcome::Failed { status: 503, reason: "down".into() };
-        assert_eq!(availability(&History { ops: ops.clone(), ..History::default() }, 0.9999).violations, 0);
+        ops[1].outcome = Outcome::Failed {
+            status: 503,
+            reason: "down".into(),
+        };
+        assert_eq!(
+            availability(
+                &History {
+                    ops: ops.clone(),
+                    ..History::default()
+                },
+                0.9999
+            )
+            .violations,
+            0
+        );
         ops[2].outcome = Outcome::TimedOut;
-        assert_eq!(availability(&History { ops, ..History::default() }, 0.9999).violations, 1);
+        assert_eq!(
+            availability(
+                &History {
+                    ops,
+                    ..History::default()
+                },
+                0.9999
+            )
+            .violations,
+            1
+        );
     }
 }

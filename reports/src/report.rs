@@ -129,7 +129,10 @@ pub struct Report {
 
 fn count(history: &History, is_send: bool) -> OpCounts {
     let mut counts = OpCounts::default();
-    let ops = history.ops.iter().filter(|op| matches!(op.kind, OpKind::Send { .. }) == is_send);
+    let ops = history
+        .ops
+        .iter()
+        .filter(|op| matches!(op.kind, OpKind::Send { .. }) == is_send);
     for op in ops {
         counts.sent += 1;
         match op.outcome {
@@ -149,9 +152,12 @@ fn latency(history: &History) -> Option<LatencyMs> {
         }
     }
     // Bounded, so saturating_record clamps at an hour instead of at the initial size.
-    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok()?;
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok()?;
     for delivery in &history.deliveries {
-        let Some(sent_ns) = delivery.message_id.and_then(|id| invoked.get(&id)) else { continue };
+        let Some(sent_ns) = delivery.message_id.and_then(|id| invoked.get(&id)) else {
+            continue;
+        };
         let micros = delivery.at_ns.saturating_sub(*sent_ns) / 1_000;
         histogram.saturating_record(micros.max(1));
     }
@@ -169,7 +175,9 @@ fn latency(history: &History) -> Option<LatencyMs> {
 /// The exit status for these check results: the most serious class with a violation wins.
 pub fn exit_code(checks: &BTreeMap<String, CheckResult>) -> i32 {
     let failing = |class: CheckClass| {
-        CHECKS.iter().any(|(name, c)| *c == class && checks.get(*name).is_some_and(|r| r.violations > 0))
+        CHECKS
+            .iter()
+            .any(|(name, c)| *c == class && checks.get(*name).is_some_and(|r| r.violations > 0))
     };
     if failing(CheckClass::Safety) {
         EXIT_SAFETY
@@ -191,8 +199,11 @@ impl Report {
         let reads = count(history, false);
         let total = operations.sent + reads.sent;
         let ok = operations.acked + reads.acked;
-        let deliveries =
-            history.deliveries.iter().filter(|d| d.event == "MESSAGE_CREATE").count() as u64;
+        let deliveries = history
+            .deliveries
+            .iter()
+            .filter(|d| d.event == "MESSAGE_CREATE")
+            .count() as u64;
         let wall = info.wall_seconds.max(1e-9);
         Self {
             schema_version: SCHEMA_VERSION,
@@ -204,14 +215,23 @@ impl Report {
             time_compression: info.sim_seconds / wall,
             events: info.events,
             events_per_second: info.events as f64 / wall,
-            verdict: if exit_code == EXIT_PASS { "pass" } else { "fail" }.to_string(),
+            verdict: if exit_code == EXIT_PASS {
+                "pass"
+            } else {
+                "fail"
+            }
+            .to_string(),
             exit_code,
             replay_command: info.replay_command,
             checks,
             operations,
             reads,
             deliveries,
-            availability: if total == 0 { 1.0 } else { ok as f64 / total as f64 },
+            availability: if total == 0 {
+                1.0
+            } else {
+                ok as f64 / total as f64
+            },
             availability_objective: info.availability_objective,
             latency_ms: latency(history),
             schedule: info.schedule,
@@ -226,7 +246,10 @@ impl Report {
             out.push_str(&text);
             out.push('\n');
         };
-        line(format!("scenario {}  seed {}  trace {}", self.scenario, self.seed, self.trace_hash));
+        line(format!(
+            "scenario {}  seed {}  trace {}",
+            self.scenario, self.seed, self.trace_hash
+        ));
         line(format!(
             "simulated {:.1} s in {:.2} s wall ({:.0}x), {} events ({:.0}/s)",
             self.sim_seconds,
@@ -236,7 +259,11 @@ impl Report {
             self.events_per_second
         ));
         for fault in &self.faults {
-            line(format!("fault   {:>9.3} s  {}", fault.at_ns as f64 / 1e9, fault.action));
+            line(format!(
+                "fault   {:>9.3} s  {}",
+                fault.at_ns as f64 / 1e9,
+                fault.action
+            ));
         }
         let ops = &self.operations;
         line(format!(
@@ -249,23 +276,39 @@ impl Report {
             reads.sent, reads.acked, reads.failed, reads.timed_out
         ));
         let latency = match &self.latency_ms {
-            Some(l) => format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50, l.p99, l.max),
+            Some(l) => format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p99, l.max
+            ),
             None => "no deliveries".to_string(),
         };
-        line(format!("deliver {} MESSAGE_CREATE received; send-to-deliver {latency}", self.deliveries));
+        line(format!(
+            "deliver {} MESSAGE_CREATE received; send-to-deliver {latency}",
+            self.deliveries
+        ));
         line(format!(
             "avail   {:.4}% (objective {:.2}%)",
             self.availability * 100.0,
             self.availability_objective * 100.0
         ));
         for (name, result) in &self.checks {
-            let mark = if result.violations == 0 { "ok  " } else { "FAIL" };
-            line(format!("check   {mark} {name:<12} {} violations", result.violations));
+            let mark = if result.violations == 0 {
+                "ok  "
+            } else {
+                "FAIL"
+            };
+            line(format!(
+                "check   {mark} {name:<12} {} violations",
+                result.violations
+            ));
             for example in &result.examples {
                 line(format!("          - {example}"));
             }
         }
-        line(format!("verdict {} (exit {})", self.verdict, self.exit_code));
+        line(format!(
+            "verdict {} (exit {})",
+            self.verdict, self.exit_code
+        ));
         if self.verdict != "pass" {
             line(format!("replay  {}", self.replay_command));
         }
@@ -303,17 +346,26 @@ mod tests {
             ops: vec![
                 Op {
                     client: 1,
-                    kind: OpKind::Send { channel_id: 5, nonce: "a".into() },
+                    kind: OpKind::Send {
+                        channel_id: 5,
+                        nonce: "a".into(),
+                    },
                     invoked_ns: 1_000_000,
                     completed_ns: 2_000_000,
                     outcome: Outcome::Sent { message_id: 42 },
                 },
                 Op {
                     client: 1,
-                    kind: OpKind::Read { channel_id: 5, before: None, limit: 50 },
+                    kind: OpKind::Read {
+                        channel_id: 5,
+                        before: None,
+                        limit: 50,
+                    },
                     invoked_ns: 3_000_000,
                     completed_ns: 4_000_000,
-                    outcome: Outcome::Read { message_ids: vec![42] },
+                    outcome: Outcome::Read {
+                        message_ids: vec![42],
+                    },
                 },
             ],
             deliveries: vec![Delivery {
@@ -328,7 +380,15 @@ mod tests {
         };
         let report = Report::build(info(), &history);
         assert_eq!(report.verdict, "pass");
-        assert_eq!(report.operations, OpCounts { sent: 1, acked: 1, failed: 0, timed_out: 0 });
+        assert_eq!(
+            report.operations,
+            OpCounts {
+                sent: 1,
+                acked: 1,
+                failed: 0,
+                timed_out: 0
+            }
+        );
         assert_eq!(report.reads.acked, 1);
         assert_eq!(report.deliveries, 1);
         let latency = report.latency_ms.clone().unwrap();
@@ -344,7 +404,10 @@ mod tests {
     #[test]
     fn the_most_serious_failing_class_decides_the_exit_code() {
         let mut checks = BTreeMap::new();
-        let bad = CheckResult { violations: 1, examples: vec![] };
+        let bad = CheckResult {
+            violations: 1,
+            examples: vec![],
+        };
         checks.insert("availability".to_string(), bad.clone());
         assert_eq!(exit_code(&checks), EXIT_OBJECTIVE);
         checks.insert("delivery".to_string(), bad.clone());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chat_reports::history::{Delivery, Op, OpKind, Outcome};
 use chat_system::directory::User;
-use chat_system::net::{http_request, FlushIfDirty, HttpError};
+use chat_system::net::{http_request, runtime_instant, FlushIfDirty, HttpError};
 use futures_util::{SinkExt, StreamExt};
 use hyper::Method;
 use madsim::rand::{thread_rng, Rng};
@@ -62,7 +62,7 @@ fn jitter(ms: u64) -> Duration {
 
 impl UserClient {
     fn at(&self, ms: u64) -> tokio::time::Instant {
-        (self.start + Duration::from_millis(ms)).into()
+        runtime_instant(self.start + Duration::from_millis(ms))
     }
 
     fn authorization(&self) -> String {
@@ -83,7 +83,10 @@ impl UserClient {
     async fn send_loop(self) {
         let mut sent = 0u64;
         loop {
-            tokio::time::sleep(Duration::from_millis(exponential_ms(self.scenario.send_gap_ms_mean))).await;
+            tokio::time::sleep(Duration::from_millis(exponential_ms(
+                self.scenario.send_gap_ms_mean,
+            )))
+            .await;
             if self.recorder.now_ns() >= self.scenario.workload_end_ms * 1_000_000 {
                 return;
             }
@@ -96,7 +99,10 @@ impl UserClient {
 
     async fn read_loop(self) {
         loop {
-            tokio::time::sleep(Duration::from_millis(exponential_ms(self.scenario.read_gap_ms_mean))).await;
+            tokio::time::sleep(Duration::from_millis(exponential_ms(
+                self.scenario.read_gap_ms_mean,
+            )))
+            .await;
             if self.recorder.now_ns() >= self.scenario.workload_end_ms * 1_000_000 {
                 return;
             }
@@ -114,15 +120,25 @@ impl UserClient {
         let timeout = Duration::from_millis(self.scenario.request_timeout_ms);
         let auth = self.authorization();
         match http_request(self.api, method, &path, Some(&auth), body, timeout).await {
-            Ok((status, bytes)) if status.is_success() => serde_json::from_slice(&bytes)
-                .map_err(|e| Outcome::Failed { status: status.as_u16(), reason: e.to_string() }),
+            Ok((status, bytes)) if status.is_success() => {
+                serde_json::from_slice(&bytes).map_err(|e| Outcome::Failed {
+                    status: status.as_u16(),
+                    reason: e.to_string(),
+                })
+            }
             Ok((status, bytes)) => {
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 let reason = body["message"].as_str().unwrap_or("no message").to_string();
-                Err(Outcome::Failed { status: status.as_u16(), reason })
+                Err(Outcome::Failed {
+                    status: status.as_u16(),
+                    reason,
+                })
             }
             Err(HttpError::Timeout { .. }) => Err(Outcome::TimedOut),
-            Err(error) => Err(Outcome::Failed { status: 0, reason: error.to_string() }),
+            Err(error) => Err(Outcome::Failed {
+                status: 0,
+                reason: error.to_string(),
+            }),
         }
     }
 
@@ -130,11 +146,16 @@ impl UserClient {
         let invoked_ns = self.recorder.now_ns();
         let body = json!({"content": format!("hello from {}", self.user.username), "nonce": nonce});
         let path = format!("/api/v10/channels/{channel_id}/messages");
-        let answer = self.request(Method::POST, path, Some(body.to_string().into_bytes())).await;
+        let answer = self
+            .request(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await;
         let outcome = match answer {
             Ok(message) => match message["id"].as_str().and_then(|id| id.parse().ok()) {
                 Some(message_id) => Outcome::Sent { message_id },
-                None => Outcome::Failed { status: 200, reason: "answer has no id".into() },
+                None => Outcome::Failed {
+                    status: 200,
+                    reason: "answer has no id".into(),
+                },
             },
             Err(outcome) => outcome,
         };
@@ -156,10 +177,17 @@ impl UserClient {
         }
         let outcome = match self.request(Method::GET, path, None).await {
             Ok(Value::Array(messages)) => {
-                let ids = messages.iter().filter_map(|m| m["id"].as_str()?.parse().ok());
-                Outcome::Read { message_ids: ids.collect() }
+                let ids = messages
+                    .iter()
+                    .filter_map(|m| m["id"].as_str()?.parse().ok());
+                Outcome::Read {
+                    message_ids: ids.collect(),
+                }
             }
-            Ok(_) => Outcome::Failed { status: 200, reason: "answer is not an array".into() },
+            Ok(_) => Outcome::Failed {
+                status: 200,
+                reason: "answer is not an array".into(),
+            },
             Err(outcome) => outcome,
         };
         let ids = match &outcome {
@@ -168,7 +196,11 @@ impl UserClient {
         };
         self.recorder.op(Op {
             client: self.user.id,
-            kind: OpKind::Read { channel_id, before, limit },
+            kind: OpKind::Read {
+                channel_id,
+                before,
+                limit,
+            },
             invoked_ns,
             completed_ns: self.recorder.now_ns(),
             outcome,
@@ -197,14 +229,18 @@ impl UserClient {
                     failures = failures.saturating_add(1);
                 }
             }
-            let backoff = BACKOFF_MS_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MS_MAX);
+            let backoff = BACKOFF_MS_MIN
+                .saturating_mul(1 << failures.min(6))
+                .min(BACKOFF_MS_MAX);
             tokio::time::sleep(jitter(backoff)).await;
         }
     }
 
     /// One gateway session, from connect to close.
     async fn session(&self) -> Result<(), String> {
-        let stream = TcpStream::connect(self.gateway).await.map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(self.gateway)
+            .await
+            .map_err(|e| e.to_string())?;
         let url = format!("ws://{}/gateway", self.gateway);
         let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
             .await
@@ -255,11 +291,15 @@ impl UserClient {
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
             };
-            let Ok(payload) = serde_json::from_str::<Value>(&text) else { return None };
+            let Ok(payload) = serde_json::from_str::<Value>(&text) else {
+                return None;
+            };
             match payload["op"].as_u64() {
                 Some(10) => {
                     // Hello: first heartbeat after interval × jitter, then Identify.
-                    interval_ms = payload["d"]["heartbeat_interval"].as_u64().unwrap_or(interval_ms);
+                    interval_ms = payload["d"]["heartbeat_interval"]
+                        .as_u64()
+                        .unwrap_or(interval_ms);
                     let first = thread_rng().gen_range(0..interval_ms.max(1));
                     next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(first);
                     let identify = json!({"op": 2, "d": {
@@ -267,14 +307,22 @@ impl UserClient {
                         "intents": 513 | 32768,
                         "properties": {"os": "sim", "browser": "chatsim", "device": "chatsim"},
                     }});
-                    if ws.send(Message::Text(identify.to_string().into())).await.is_err() {
+                    if ws
+                        .send(Message::Text(identify.to_string().into()))
+                        .await
+                        .is_err()
+                    {
                         return None;
                     }
                 }
                 Some(11) => awaiting_ack = false,
                 Some(1) => {
                     let beat = json!({"op": 1, "d": last_s});
-                    if ws.send(Message::Text(beat.to_string().into())).await.is_err() {
+                    if ws
+                        .send(Message::Text(beat.to_string().into()))
+                        .await
+                        .is_err()
+                    {
                         return None;
                     }
                 }
@@ -293,7 +341,9 @@ impl UserClient {
                         "GUILD_CREATE" => {
                             guilds_seen += 1;
                             let listed = data["channels"].as_array().cloned().unwrap_or_default();
-                            let ids = listed.iter().filter_map(|c| c["id"].as_str()?.parse::<u64>().ok());
+                            let ids = listed
+                                .iter()
+                                .filter_map(|c| c["id"].as_str()?.parse::<u64>().ok());
                             channels.extend(ids);
                         }
                         _ => {}
@@ -310,7 +360,11 @@ impl UserClient {
                     // The session counts as ready once every guild READY listed has arrived.
                     if let Some((session_id, guild_count)) = &ready {
                         if !announced && guilds_seen == *guild_count {
-                            self.recorder.session_ready(index, session_id.clone(), channels.clone());
+                            self.recorder.session_ready(
+                                index,
+                                session_id.clone(),
+                                channels.clone(),
+                            );
                             announced = true;
                         }
                     }

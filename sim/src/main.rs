@@ -38,8 +38,12 @@ enum Command {
 }
 
 fn parse_scenario(name: &str) -> Result<Scenario, String> {
-    Scenario::by_name(name)
-        .ok_or_else(|| format!("unknown scenario {name:?}; known: {}", SCENARIO_NAMES.join(", ")))
+    Scenario::by_name(name).ok_or_else(|| {
+        format!(
+            "unknown scenario {name:?}; known: {}",
+            SCENARIO_NAMES.join(", ")
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -53,7 +57,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { seed, scenario, out } => run(seed, &scenario, out),
+        Command::Run {
+            seed,
+            scenario,
+            out,
+        } => run(seed, &scenario, out),
     }
 }
 
@@ -88,9 +96,15 @@ mod sim {
     use chat_sim::scenario::Scenario;
 
     pub fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> Result<i32, String> {
-        let replay = format!("cargo chatsim run --seed {seed} --scenario {}", scenario.name);
+        let replay = format!(
+            "cargo chatsim run --seed {seed} --scenario {}",
+            scenario.name
+        );
         let schedule = serde_json::to_string(&scenario.schedule).map_err(|e| e.to_string())?;
-        println!("chatsim seed {seed} scenario {} ({})", scenario.name, scenario.description);
+        println!(
+            "chatsim seed {seed} scenario {} ({})",
+            scenario.name, scenario.description
+        );
         println!("chatsim schedule {schedule}");
 
         // 1. Simulate; a panic anywhere in the cluster is a crash of the run.
@@ -125,9 +139,12 @@ mod sim {
 
         // 3. Write the report and the trace.
         let dir = out.unwrap_or_else(|| {
-            PathBuf::from("target").join("chatsim").join(format!("{}-{seed}", scenario.name))
+            PathBuf::from("target")
+                .join("chatsim")
+                .join(format!("{}-{seed}", scenario.name))
         });
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         let report_path = dir.join("report.json");
         std::fs::write(&report_path, json + "\n")

@@ -28,9 +28,22 @@ pub struct Recorder {
 #[serde(tag = "record", rename_all = "snake_case")]
 enum TraceLine<'a> {
     Op(&'a Op),
-    SessionOpened { index: usize, client: u64, at_ns: u64 },
-    SessionReady { index: usize, session_id: &'a str, channel_ids: &'a [u64], at_ns: u64 },
-    SessionClosed { index: usize, code: Option<u16>, at_ns: u64 },
+    SessionOpened {
+        index: usize,
+        client: u64,
+        at_ns: u64,
+    },
+    SessionReady {
+        index: usize,
+        session_id: &'a str,
+        channel_ids: &'a [u64],
+        at_ns: u64,
+    },
+    SessionClosed {
+        index: usize,
+        code: Option<u16>,
+        at_ns: u64,
+    },
     Delivery(&'a Delivery),
     Fault(&'a AppliedFault),
 }
@@ -38,7 +51,10 @@ enum TraceLine<'a> {
 impl Recorder {
     /// A recorder whose times count from `start`.
     pub fn new(start: Instant) -> Self {
-        Self { start, state: Arc::default() }
+        Self {
+            start,
+            state: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -69,7 +85,14 @@ impl Recorder {
         let at_ns = self.now_ns();
         let mut state = self.lock();
         let index = state.history.sessions.len();
-        Self::trace(&mut state, &TraceLine::SessionOpened { index, client, at_ns });
+        Self::trace(
+            &mut state,
+            &TraceLine::SessionOpened {
+                index,
+                client,
+                at_ns,
+            },
+        );
         state.history.sessions.push(Session {
             client,
             session_id: None,
@@ -86,7 +109,12 @@ impl Recorder {
     pub fn session_ready(&self, index: usize, session_id: String, channel_ids: Vec<u64>) {
         let at_ns = self.now_ns();
         let mut state = self.lock();
-        let line = TraceLine::SessionReady { index, session_id: &session_id, channel_ids: &channel_ids, at_ns };
+        let line = TraceLine::SessionReady {
+            index,
+            session_id: &session_id,
+            channel_ids: &channel_ids,
+            at_ns,
+        };
         Self::trace(&mut state, &line);
         let session = &mut state.history.sessions[index];
         session.session_id = Some(session_id);
@@ -113,7 +141,10 @@ impl Recorder {
 
     /// Records a fault the nemesis applied.
     pub fn fault(&self, action: String) {
-        let fault = AppliedFault { at_ns: self.now_ns(), action };
+        let fault = AppliedFault {
+            at_ns: self.now_ns(),
+            action,
+        };
         let mut state = self.lock();
         Self::trace(&mut state, &TraceLine::Fault(&fault));
         state.history.faults.push(fault);

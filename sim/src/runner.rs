@@ -16,6 +16,7 @@ use chat_system::cluster::Topology;
 use chat_system::directory::{Directory, DirectoryShape};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, SimDisk};
+use chat_system::net::runtime_instant;
 use chat_system::{api, gateway, guild, ring};
 use madsim::runtime::{Handle, Runtime};
 use tokio::net::TcpListener;
@@ -51,7 +52,9 @@ fn ip(a: u8, b: u8) -> IpAddr {
 
 fn topology() -> Topology {
     Topology {
-        ring: (1..=3).map(|i| SocketAddr::new(ip(1, i), RING_PORT)).collect(),
+        ring: (1..=3)
+            .map(|i| SocketAddr::new(ip(1, i), RING_PORT))
+            .collect(),
         api: SocketAddr::new(ip(2, 1), API_PORT),
         guild: SocketAddr::new(ip(3, 1), GUILD_PORT),
         gateway_http: SocketAddr::new(ip(4, 1), GATEWAY_HTTP_PORT),
@@ -88,7 +91,10 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
     let topology = topology();
 
     // 1. The directory, minted a minute before the run starts.
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let shape = DirectoryShape {
         user_count: scenario.user_count,
         guild_count: scenario.guild_count,
@@ -130,7 +136,11 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
             async move { guild::run(listen(addr).await, config).await }
         })
         .build();
-    let (t, d, beat) = (topology.clone(), directory.clone(), scenario.heartbeat_interval_ms);
+    let (t, d, beat) = (
+        topology.clone(),
+        directory.clone(),
+        scenario.heartbeat_interval_ms,
+    );
     handle
         .create_node()
         .name("gateway")
@@ -181,7 +191,8 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
 
     // 4. The faults, then the end of the run.
     nemesis(&handle, &scenario.schedule, &disks, &recorder, start).await;
-    tokio::time::sleep_until((start + Duration::from_millis(scenario.duration_ms)).into()).await;
+    let end = runtime_instant(start + Duration::from_millis(scenario.duration_ms));
+    tokio::time::sleep_until(end).await;
     recorder.snapshot()
 }
 
@@ -205,12 +216,15 @@ async fn nemesis(
     actions.sort();
 
     for (at_ms, index, heal) in actions {
-        tokio::time::sleep_until((start + Duration::from_millis(at_ms)).into()).await;
+        tokio::time::sleep_until(runtime_instant(start + Duration::from_millis(at_ms))).await;
         let fault = &schedule.faults[index];
         match &fault.kind {
             FaultKind::Crash { node, .. } if !heal => {
                 handle.kill(node.as_str());
-                let loss = disks.get(node).map(|disk| disk.crash(None)).unwrap_or_default();
+                let loss = disks
+                    .get(node)
+                    .map(|disk| disk.crash(None))
+                    .unwrap_or_default();
                 recorder.fault(format!(
                     "crash {node} (unsynced writes lost: {}, bytes: {})",
                     loss.writes_dropped, loss.bytes_dropped

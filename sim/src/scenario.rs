@@ -65,7 +65,10 @@ impl Scenario {
             availability_objective: 0.9999,
             schedule: Schedule::new(vec![Fault {
                 at_ms: 20_000,
-                kind: FaultKind::Crash { node: "ring-1".into(), restart_after_ms: Some(20_000) },
+                kind: FaultKind::Crash {
+                    node: "ring-1".into(),
+                    restart_after_ms: Some(20_000),
+                },
             }]),
         }
     }
@@ -83,7 +86,10 @@ mod tests {
             assert!(scenario.workload_end_ms < scenario.final_read_ms);
             assert!(scenario.final_read_ms < scenario.duration_ms);
             let healed = scenario.schedule.all_healed_ms().unwrap_or(u64::MAX);
-            assert!(healed <= scenario.workload_end_ms, "faults heal before the final reads");
+            assert!(
+                healed <= scenario.workload_end_ms,
+                "faults heal before the final reads"
+            );
         }
         assert!(Scenario::by_name("nope").is_none());
     }

@@ -64,7 +64,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn invalid_form(field: &str, problem: impl std::fmt::Display) -> Self {
@@ -74,26 +78,42 @@ impl ApiError {
 
     fn store(error: &StoreError) -> Self {
         match error {
-            StoreError::Timeout { .. } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, 0, format!("storage timed out: {error}"))
-            }
-            _ => Self::new(StatusCode::SERVICE_UNAVAILABLE, 0, format!("storage failed: {error}")),
+            StoreError::Timeout { .. } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                0,
+                format!("storage timed out: {error}"),
+            ),
+            _ => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                0,
+                format!("storage failed: {error}"),
+            ),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"message": self.message, "code": self.code}))).into_response()
+        (
+            self.status,
+            Json(json!({"message": self.message, "code": self.code})),
+        )
+            .into_response()
     }
 }
 
 /// The router of the API role (exposed so tests can serve it on any listener).
 pub fn router(config: ApiConfig) -> Router {
-    let api = Arc::new(Api { config, rpc: RpcClient::new() });
+    let api = Arc::new(Api {
+        config,
+        rpc: RpcClient::new(),
+    });
     Router::new()
         .route("/api/v10/gateway", get(gateway))
-        .route("/api/v10/channels/{channel_id}/messages", get(history).post(create_message))
+        .route(
+            "/api/v10/channels/{channel_id}/messages",
+            get(history).post(create_message),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, 0, "404: Not Found") })
         .with_state(api)
 }
@@ -116,16 +136,27 @@ impl Api {
             .strip_prefix("Bot ")
             .or_else(|| value.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
-        self.config.directory.user_by_token(token).ok_or_else(unauthorized)
+        self.config
+            .directory
+            .user_by_token(token)
+            .ok_or_else(unauthorized)
     }
 
     /// The channel's guild, if `user` may use the channel.
     fn authorize(&self, user: &User, channel_id: &str) -> Result<(u64, u64), ApiError> {
         let unknown = || ApiError::new(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
         let channel_id: u64 = channel_id.parse().map_err(|_| unknown())?;
-        let guild = self.config.directory.guild_of_channel(channel_id).ok_or_else(unknown)?;
+        let guild = self
+            .config
+            .directory
+            .guild_of_channel(channel_id)
+            .ok_or_else(unknown)?;
         if !guild.members.contains(&user.id) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, 50001, "Missing Access"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                50001,
+                "Missing Access",
+            ));
         }
         Ok((channel_id, guild.id))
     }
@@ -143,7 +174,10 @@ struct CreateMessage {
 
 fn parse_create(body: &[u8]) -> Result<CreateMessage, ApiError> {
     let create: CreateMessage = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_form("body", format!("{e} (line {} column {})", e.line(), e.column()))
+        ApiError::invalid_form(
+            "body",
+            format!("{e} (line {} column {})", e.line(), e.column()),
+        )
     })?;
     let chars = create.content.chars().count();
     if chars == 0 {
@@ -154,7 +188,10 @@ fn parse_create(body: &[u8]) -> Result<CreateMessage, ApiError> {
         return Err(ApiError::invalid_form("content", problem));
     }
     if create.tts {
-        return Err(ApiError::invalid_form("tts", "text-to-speech is not supported"));
+        return Err(ApiError::invalid_form(
+            "tts",
+            "text-to-speech is not supported",
+        ));
     }
     Ok(create)
 }
@@ -164,7 +201,12 @@ fn nonce_string(nonce: Option<serde_json::Value>) -> Result<Option<String>, ApiE
         None | Some(serde_json::Value::Null) => return Ok(None),
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(ApiError::invalid_form("nonce", "must be a string or an integer")),
+        Some(_) => {
+            return Err(ApiError::invalid_form(
+                "nonce",
+                "must be a string or an integer",
+            ))
+        }
     };
     if nonce.chars().count() > NONCE_CHARS_MAX {
         let problem = format!("must be {NONCE_CHARS_MAX} or fewer in length");
@@ -186,16 +228,22 @@ async fn create_message(
     let nonce = nonce_string(create.nonce)?;
 
     // 2. The guild orders, stores and fans out.
-    let request =
-        GuildRequest::CreateMessage { channel_id, author_id: user.id, content: create.content, nonce };
-    let answer = api.rpc.call::<_, GuildResponse>(api.config.guild, &request, GUILD_CALL_TIMEOUT);
+    let request = GuildRequest::CreateMessage {
+        channel_id,
+        author_id: user.id,
+        content: create.content,
+        nonce,
+    };
+    let answer = api
+        .rpc
+        .call::<_, GuildResponse>(api.config.guild, &request, GUILD_CALL_TIMEOUT);
     match answer.await {
-        Ok(GuildResponse::Created(message)) => {
-            Ok(Json(MessageView::of(&message, &user.username)))
-        }
-        Ok(GuildResponse::UnknownChannel) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, 10003, "Unknown Channel"))
-        }
+        Ok(GuildResponse::Created(message)) => Ok(Json(MessageView::of(&message, &user.username))),
+        Ok(GuildResponse::UnknownChannel) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            10003,
+            "Unknown Channel",
+        )),
         Ok(GuildResponse::Failed(error)) => Err(ApiError::store(&error)),
         Err(RpcError::Unreachable { reason, .. }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -222,15 +270,18 @@ fn parse_history(params: &HistoryParams) -> Result<(Option<u64>, usize), ApiErro
     let before = match &params.before {
         None => None,
         Some(text) => {
-            let id = text.parse().map_err(|_| ApiError::invalid_form("before", "not a snowflake"))?;
+            let id = text
+                .parse()
+                .map_err(|_| ApiError::invalid_form("before", "not a snowflake"))?;
             Some(id)
         }
     };
     let limit = match &params.limit {
         None => 50,
         Some(text) => {
-            let limit: usize =
-                text.parse().map_err(|_| ApiError::invalid_form("limit", "not an integer"))?;
+            let limit: usize = text
+                .parse()
+                .map_err(|_| ApiError::invalid_form("limit", "not an integer"))?;
             if !(1..=100).contains(&limit) {
                 return Err(ApiError::invalid_form("limit", "must be between 1 and 100"));
             }
@@ -251,10 +302,21 @@ async fn history(
     let Query(params) = params.map_err(|e| ApiError::invalid_form("query", e.body_text()))?;
     let (before, limit) = parse_history(&params)?;
 
-    let query = HistoryQuery { channel_id, before, limit };
-    let messages = api.config.store.history(query).await.map_err(|e| ApiError::store(&e))?;
+    let query = HistoryQuery {
+        channel_id,
+        before,
+        limit,
+    };
+    let messages = api
+        .config
+        .store
+        .history(query)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
     let directory = &api.config.directory;
-    let views = messages.iter().map(|m| MessageView::of(m, directory.username(m.author_id)));
+    let views = messages
+        .iter()
+        .map(|m| MessageView::of(m, directory.username(m.author_id)));
     Ok(Json(views.collect()))
 }
 
@@ -276,15 +338,24 @@ mod tests {
 
     #[test]
     fn nonce_accepts_strings_and_integers_up_to_25() {
-        assert_eq!(nonce_string(Some(json!("abc"))).unwrap(), Some("abc".to_string()));
-        assert_eq!(nonce_string(Some(json!(42))).unwrap(), Some("42".to_string()));
+        assert_eq!(
+            nonce_string(Some(json!("abc"))).unwrap(),
+            Some("abc".to_string())
+        );
+        assert_eq!(
+            nonce_string(Some(json!(42))).unwrap(),
+            Some("42".to_string())
+        );
         assert!(nonce_string(Some(json!("x".repeat(26)))).is_err());
         assert!(nonce_string(Some(json!([1]))).is_err());
     }
 
     #[test]
     fn history_limit_is_bounded() {
-        let params = |limit: &str| HistoryParams { before: None, limit: Some(limit.into()) };
+        let params = |limit: &str| HistoryParams {
+            before: None,
+            limit: Some(limit.into()),
+        };
         assert_eq!(parse_history(&params("100")).unwrap().1, 100);
         assert!(parse_history(&params("0")).is_err());
         assert!(parse_history(&params("101")).is_err());

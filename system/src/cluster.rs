@@ -49,7 +49,11 @@ impl Topology {
 
     /// Ring node `index`'s configuration.
     pub fn ring_config(&self, index: usize, disk: Arc<dyn Disk>) -> RingNodeConfig {
-        RingNodeConfig { addr: self.ring[index], replicas: self.ring.clone(), disk }
+        RingNodeConfig {
+            addr: self.ring[index],
+            replicas: self.ring.clone(),
+            disk,
+        }
     }
 
     /// The API role's configuration.

@@ -72,7 +72,10 @@ impl Directory {
     /// A directory of `shape`: user `i` (from 0) is `user-{i+1}` with token `token-{i+1}`, a
     /// member of guild `i % guild_count`; the first user of all is a member of every guild.
     pub fn generate(shape: &DirectoryShape) -> Self {
-        assert!(shape.guild_count > 0, "a directory needs at least one guild");
+        assert!(
+            shape.guild_count > 0,
+            "a directory needs at least one guild"
+        );
         let base = ids::from_timestamp_ms(shape.created_unix_ms);
         let mut next = base;
         let mut mint = || {
@@ -86,7 +89,10 @@ impl Directory {
         for g in 0..shape.guild_count {
             let id = mint();
             let channels = (0..shape.channels_per_guild)
-                .map(|c| Channel { id: mint(), name: format!("channel-{}", c + 1) })
+                .map(|c| Channel {
+                    id: mint(),
+                    name: format!("channel-{}", c + 1),
+                })
                 .collect();
             let guild = Guild {
                 id,
@@ -101,8 +107,11 @@ impl Directory {
         // 2. Users and their memberships.
         for u in 0..shape.user_count {
             let id = mint();
-            let user =
-                User { id, username: format!("user-{}", u + 1), token: format!("token-{}", u + 1) };
+            let user = User {
+                id,
+                username: format!("user-{}", u + 1),
+                token: format!("token-{}", u + 1),
+            };
             directory.users.insert(id, user);
             let home = guild_ids[u % guild_ids.len()];
             for (&guild_id, guild) in directory.guilds.iter_mut() {
@@ -121,17 +130,24 @@ impl Directory {
 
     /// The guild that holds channel `channel_id`.
     pub fn guild_of_channel(&self, channel_id: u64) -> Option<&Guild> {
-        self.guilds.values().find(|g| g.channels.iter().any(|c| c.id == channel_id))
+        self.guilds
+            .values()
+            .find(|g| g.channels.iter().any(|c| c.id == channel_id))
     }
 
     /// The guilds `user_id` is a member of, in id order.
     pub fn guilds_of(&self, user_id: u64) -> Vec<&Guild> {
-        self.guilds.values().filter(|g| g.members.contains(&user_id)).collect()
+        self.guilds
+            .values()
+            .filter(|g| g.members.contains(&user_id))
+            .collect()
     }
 
     /// The username of `user_id`, or a placeholder for an unknown id.
     pub fn username(&self, user_id: u64) -> &str {
-        self.users.get(&user_id).map_or("unknown-user", |u| u.username.as_str())
+        self.users
+            .get(&user_id)
+            .map_or("unknown-user", |u| u.username.as_str())
     }
 }
 

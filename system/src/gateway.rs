@@ -125,13 +125,19 @@ impl Gateway {
         let mut hub = self.hub();
         let mut overflowed = Vec::new();
         for event in events {
-            let last = hub.last_guild_seq.get(&event.guild_id).copied().unwrap_or(0);
+            let last = hub
+                .last_guild_seq
+                .get(&event.guild_id)
+                .copied()
+                .unwrap_or(0);
             if event.guild_seq <= last {
                 continue;
             }
             hub.last_guild_seq.insert(event.guild_id, event.guild_seq);
             let event = Arc::new(event);
-            let Some(sessions) = hub.sessions.get(&event.guild_id) else { continue };
+            let Some(sessions) = hub.sessions.get(&event.guild_id) else {
+                continue;
+            };
             for (&key, queue) in sessions {
                 if queue.try_send(event.clone()).is_err() {
                     overflowed.push(key);
@@ -154,7 +160,10 @@ impl Gateway {
 /// Runs a gateway: WebSocket sessions on `http_listener` at `/gateway`, guild dispatches on
 /// `rpc_listener`.
 pub async fn run(http_listener: TcpListener, rpc_listener: TcpListener, config: GatewayConfig) {
-    let gateway = Arc::new(Gateway { config, hub: Mutex::new(Hub::default()) });
+    let gateway = Arc::new(Gateway {
+        config,
+        hub: Mutex::new(Hub::default()),
+    });
     let for_rpc = gateway.clone();
     tokio::spawn(serve_rpc(rpc_listener, move |request: GatewayRequest| {
         let gateway = for_rpc.clone();
@@ -164,7 +173,9 @@ pub async fn run(http_listener: TcpListener, rpc_listener: TcpListener, config: 
             }
         }
     }));
-    let router = Router::new().route("/gateway", get(upgrade)).with_state(gateway);
+    let router = Router::new()
+        .route("/gateway", get(upgrade))
+        .with_state(gateway);
     crate::net::serve_http(http_listener, router).await;
 }
 
@@ -218,11 +229,16 @@ struct Close(u16, &'static str);
 
 async fn send_json(ws: &mut Ws, payload: &Value) -> Result<(), Close> {
     let text = payload.to_string();
-    ws.send(Message::Text(text.into())).await.map_err(|_| Close(4000, "send failed"))
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|_| Close(4000, "send failed"))
 }
 
 async fn close(ws: &mut Ws, Close(code, reason): Close) {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
     let _ = ws.send(Message::Close(Some(frame))).await;
 }
 
@@ -244,10 +260,17 @@ fn decode(message: Message) -> Result<Option<ClientPayload>, Close> {
     if text.len() > CLIENT_PAYLOAD_BYTES_MAX {
         return Err(Close(4002, "payload over 4096 bytes"));
     }
-    let value: Value = serde_json::from_str(&text).map_err(|_| Close(4002, "payload is not JSON"))?;
-    let op = value.get("op").and_then(Value::as_u64).ok_or(Close(4002, "payload has no op"))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|_| Close(4002, "payload is not JSON"))?;
+    let op = value
+        .get("op")
+        .and_then(Value::as_u64)
+        .ok_or(Close(4002, "payload has no op"))?;
     let op = u8::try_from(op).map_err(|_| Close(4001, "unknown opcode"))?;
-    Ok(Some(ClientPayload { op, d: value.get("d").cloned().unwrap_or(Value::Null) }))
+    Ok(Some(ClientPayload {
+        op,
+        d: value.get("d").cloned().unwrap_or(Value::Null),
+    }))
 }
 
 /// A session id: 32 hex digits, unique per gateway node, derived without randomness.
@@ -257,12 +280,17 @@ fn session_id(node_index: u64, counter: u64) -> String {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    format!("{:016x}{:016x}", mix(node_index), mix(counter ^ (node_index << 48)))
+    format!(
+        "{:016x}{:016x}",
+        mix(node_index),
+        mix(counter ^ (node_index << 48))
+    )
 }
 
 async fn run_session(gateway: Arc<Gateway>, mut ws: Ws) {
     let interval_ms = gateway.config.heartbeat_interval_ms;
-    let hello = json!({"op": op::HELLO, "d": {"heartbeat_interval": interval_ms}, "s": null, "t": null});
+    let hello =
+        json!({"op": op::HELLO, "d": {"heartbeat_interval": interval_ms}, "s": null, "t": null});
     if send_json(&mut ws, &hello).await.is_err() {
         return;
     }
@@ -275,14 +303,22 @@ async fn run_session(gateway: Arc<Gateway>, mut ws: Ws) {
 
     // 2. Register, then READY and one GUILD_CREATE per guild.
     let (tx, mut rx) = mpsc::channel(SESSION_QUEUE_MAX);
-    let guild_ids: Vec<u64> =
-        gateway.config.directory.guilds_of(user.id).iter().map(|g| g.id).collect();
+    let guild_ids: Vec<u64> = gateway
+        .config
+        .directory
+        .guilds_of(user.id)
+        .iter()
+        .map(|g| g.id)
+        .collect();
     let (session_key, session_id) = {
         let mut hub = gateway.hub();
         hub.next_session += 1;
         let key = hub.next_session;
         for &guild_id in &guild_ids {
-            hub.sessions.entry(guild_id).or_default().insert(key, tx.clone());
+            hub.sessions
+                .entry(guild_id)
+                .or_default()
+                .insert(key, tx.clone());
         }
         (key, session_id(gateway.config.node_index, key))
     };
@@ -312,11 +348,19 @@ async fn await_identify(gateway: &Gateway, ws: &mut Ws, interval_ms: u64) -> Res
             message = ws.next() => message,
             () = &mut deadline => return Err(Close(4003, "no identify in time")),
         };
-        let Some(Ok(message)) = message else { return Err(Close(1000, "closed")) };
-        let Some(payload) = decode(message)? else { continue };
+        let Some(Ok(message)) = message else {
+            return Err(Close(1000, "closed"));
+        };
+        let Some(payload) = decode(message)? else {
+            continue;
+        };
         match payload.op {
             op::IDENTIFY => {
-                let token = payload.d.get("token").and_then(Value::as_str).unwrap_or_default();
+                let token = payload
+                    .d
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let token = token.strip_prefix("Bot ").unwrap_or(token);
                 return match gateway.config.directory.user_by_token(token) {
                     Some(user) => Ok(user.clone()),

@@ -113,7 +113,11 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
     let node = Arc::new(GuildNode {
         directory: config.directory,
         store: config.store,
-        ids: Mutex::new(SnowflakeGenerator::new(config.clock.clone(), config.worker_id, 0)),
+        ids: Mutex::new(SnowflakeGenerator::new(
+            config.clock.clone(),
+            config.worker_id,
+            0,
+        )),
         clock: config.clock,
         guilds,
         fanout,
@@ -131,8 +135,14 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
 impl GuildNode {
     async fn handle(&self, request: GuildRequest) -> GuildResponse {
         match request {
-            GuildRequest::CreateMessage { channel_id, author_id, content, nonce } => {
-                self.create_message(channel_id, author_id, content, nonce).await
+            GuildRequest::CreateMessage {
+                channel_id,
+                author_id,
+                content,
+                nonce,
+            } => {
+                self.create_message(channel_id, author_id, content, nonce)
+                    .await
             }
         }
     }
@@ -154,8 +164,14 @@ impl GuildNode {
         // 1. The guild's order starts here: hold its lock until the event is queued.
         let mut process = process.lock().await;
         let message_id = self.ids.lock().await.next_id();
-        let message =
-            StoredMessage { channel_id, message_id, guild_id: guild.id, author_id, content, nonce };
+        let message = StoredMessage {
+            channel_id,
+            message_id,
+            guild_id: guild.id,
+            author_id,
+            content,
+            nonce,
+        };
 
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
@@ -194,7 +210,9 @@ async fn pump(gateway: SocketAddr, mut queue: mpsc::Receiver<GatewayEvent>) {
         }
         let request = GatewayRequest::Dispatch { events };
         loop {
-            let sent = rpc.call::<_, GatewayResponse>(gateway, &request, FANOUT_TIMEOUT).await;
+            let sent = rpc
+                .call::<_, GatewayResponse>(gateway, &request, FANOUT_TIMEOUT)
+                .await;
             match sent {
                 Ok(GatewayResponse::Accepted) => break,
                 Err(error) => {

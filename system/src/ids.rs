@@ -44,7 +44,10 @@ impl SnowflakeGenerator {
     /// A generator for `worker_id` and `process_id` (each below 32), reading `clock`.
     pub fn new(clock: NodeClock, worker_id: u8, process_id: u8) -> Self {
         assert!(worker_id < 32, "worker id {worker_id} does not fit 5 bits");
-        assert!(process_id < 32, "process id {process_id} does not fit 5 bits");
+        assert!(
+            process_id < 32,
+            "process id {process_id} does not fit 5 bits"
+        );
         Self {
             clock,
             worker_id: u64::from(worker_id),

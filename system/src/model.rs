@@ -77,7 +77,10 @@ impl MessageView {
             id: message.message_id.to_string(),
             channel_id: message.channel_id.to_string(),
             guild_id: message.guild_id.to_string(),
-            author: UserView { id: message.author_id.to_string(), username: username.to_string() },
+            author: UserView {
+                id: message.author_id.to_string(),
+                username: username.to_string(),
+            },
             content: message.content.clone(),
             timestamp: iso8601_ms(ids::timestamp_ms(message.message_id)),
             edited_timestamp: None,

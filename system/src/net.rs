@@ -37,7 +37,10 @@ pin_project_lite::pin_project! {
 impl<S> FlushIfDirty<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        Self { inner, dirty: false }
+        Self {
+            inner,
+            dirty: false,
+        }
     }
 }
 
@@ -82,6 +85,15 @@ impl<S: AsyncWrite> AsyncWrite for FlushIfDirty<S> {
     }
 }
 
+/// The runtime's instant for a std instant: the same type under madsim, a conversion on tokio.
+#[allow(
+    clippy::useless_conversion,
+    reason = "an identity only in the simulated build"
+)]
+pub fn runtime_instant(instant: Instant) -> tokio::time::Instant {
+    instant.into()
+}
+
 /// A hyper timer on the runtime's clock (hyper-util's own timer needs the real reactor).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PortableTimer;
@@ -104,7 +116,9 @@ impl hyper::rt::Timer for PortableTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(PortableSleep(Box::pin(tokio::time::sleep_until(deadline.into()))))
+        Box::pin(PortableSleep(Box::pin(tokio::time::sleep_until(
+            runtime_instant(deadline),
+        ))))
     }
 }
 
@@ -190,13 +204,19 @@ async fn http_exchange(
     authorization: Option<&str>,
     json_body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), HttpError> {
-    let exchange_error = |e: hyper::Error| HttpError::Exchange { addr, message: e.to_string() };
+    let exchange_error = |e: hyper::Error| HttpError::Exchange {
+        addr,
+        message: e.to_string(),
+    };
 
     // 1. Connect and hand the connection to its own task.
-    let stream = TcpStream::connect(addr).await.map_err(|source| HttpError::Connect { addr, source })?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| HttpError::Connect { addr, source })?;
     let io = TokioIo::new(FlushIfDirty::new(stream));
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(io).await.map_err(exchange_error)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(exchange_error)?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "http_client_connection_ended");
@@ -204,7 +224,10 @@ async fn http_exchange(
     });
 
     // 2. Build and send the request.
-    let mut builder = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     if let Some(value) = authorization {
         builder = builder.header("authorization", value);
     }
@@ -215,13 +238,19 @@ async fn http_exchange(
         }
         None => Full::new(Bytes::new()),
     };
-    let request = builder
-        .body(body)
-        .map_err(|e| HttpError::Exchange { addr, message: format!("bad request: {e}") })?;
+    let request = builder.body(body).map_err(|e| HttpError::Exchange {
+        addr,
+        message: format!("bad request: {e}"),
+    })?;
     let response = sender.send_request(request).await.map_err(exchange_error)?;
 
     // 3. Read the whole body.
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(exchange_error)?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(exchange_error)?
+        .to_bytes();
     Ok((status, body))
 }

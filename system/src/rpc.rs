@@ -30,7 +30,9 @@ const IDLE_PER_PEER_MAX: usize = 8;
 type Conn = Framed<FlushIfDirty<TcpStream>, LengthDelimitedCodec>;
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(FRAME_BYTES_MAX).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
 }
 
 /// Why a call failed.
@@ -134,9 +136,13 @@ impl RpcClient {
 
     async fn connect_and_send(&self, addr: SocketAddr, payload: Bytes) -> Result<Conn, RpcError> {
         let unreachable = |reason: String| RpcError::Unreachable { addr, reason };
-        let stream = TcpStream::connect(addr).await.map_err(|e| unreachable(e.to_string()))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let mut conn = Framed::new(FlushIfDirty::new(stream), codec());
-        conn.send(payload).await.map_err(|e| unreachable(format!("send failed: {e}")))?;
+        conn.send(payload)
+            .await
+            .map_err(|e| unreachable(format!("send failed: {e}")))?;
         Ok(conn)
     }
 }
@@ -172,7 +178,9 @@ where
                     }
                 };
                 let response = handler(request).await;
-                let Ok(bytes) = serde_json::to_vec(&response) else { break };
+                let Ok(bytes) = serde_json::to_vec(&response) else {
+                    break;
+                };
                 if conn.send(Bytes::from(bytes)).await.is_err() {
                     break;
                 }

@@ -68,7 +68,10 @@ mod real {
             )
             .with_writer(std::io::stderr)
             .init();
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("chatd: cannot start the runtime: {error}");
@@ -92,7 +95,10 @@ mod real {
             return serde_json::from_str(&text)
                 .map_err(|e| format!("{} is not a directory: {e}", path.display()));
         }
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         let shape = DirectoryShape {
             user_count: usize::from(args.users),
             guild_count: usize::from(args.guilds),
@@ -106,9 +112,15 @@ mod real {
     }
 
     async fn bind(host: IpAddr, base: u16, offset: u16, role: &str) -> Result<TcpListener, String> {
-        let port = if base == 0 { 0 } else { base.checked_add(offset).ok_or("port overflow")? };
+        let port = if base == 0 {
+            0
+        } else {
+            base.checked_add(offset).ok_or("port overflow")?
+        };
         let addr = SocketAddr::new(host, port);
-        TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for {role}: {e}"))
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for {role}: {e}"))
     }
 
     fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
@@ -146,7 +158,12 @@ mod real {
             let dir = data_dir.join(format!("ring-{}", index + 1));
             let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
             let config = topology.ring_config(index, disk);
-            println!("chatd ring node {} at {} data {}", index + 1, config.addr, dir.display());
+            println!(
+                "chatd ring node {} at {} data {}",
+                index + 1,
+                config.addr,
+                dir.display()
+            );
             tokio::spawn(async move {
                 if let Err(error) = ring::node::run(listener, config).await {
                     eprintln!("chatd: ring node {} failed: {error}", index + 1);
@@ -157,19 +174,28 @@ mod real {
         let guild_config = topology.guild_config(directory.clone(), NodeClock::new());
         tokio::spawn(guild::run(guild_listener, guild_config));
         let gateway_config = topology.gateway_config(directory.clone(), args.heartbeat_interval_ms);
-        tokio::spawn(gateway::run(gateway_listener, dispatch_listener, gateway_config));
+        tokio::spawn(gateway::run(
+            gateway_listener,
+            dispatch_listener,
+            gateway_config,
+        ));
         let api_config = topology.api_config(directory.clone(), NodeClock::new());
         tokio::spawn(api::run(api_listener, api_config));
 
         // 4. Say where everything is, then wait for Ctrl-C.
         println!("chatd api http://{}/api/v10", topology.api);
         println!("chatd gateway {}", topology.gateway_url());
-        println!("chatd directory {}", data_dir.join("directory.json").display());
+        println!(
+            "chatd directory {}",
+            data_dir.join("directory.json").display()
+        );
         for user in directory.users.values().take(3) {
             println!("chatd user {} token {}", user.username, user.token);
         }
         println!("chatd ready");
-        tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
         println!("chatd stopping");
         Ok(())
     }

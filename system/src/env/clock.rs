@@ -31,7 +31,9 @@ impl NodeClock {
 
     /// The runtime's own wall time in µs since the Unix epoch (virtual under madsim).
     fn runtime_now_us() -> i64 {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
     }
 
@@ -62,7 +64,9 @@ impl NodeClock {
         let old_ppm = self.inner.drift_ppm.load(Ordering::Relaxed);
         let accumulated_us = (now_us - origin_us).saturating_mul(old_ppm) / 1_000_000;
 
-        self.inner.offset_us.fetch_add(accumulated_us, Ordering::Relaxed);
+        self.inner
+            .offset_us
+            .fetch_add(accumulated_us, Ordering::Relaxed);
         self.inner.drift_origin_us.store(now_us, Ordering::Relaxed);
         self.inner.drift_ppm.store(drift_ppm, Ordering::Relaxed);
     }

@@ -52,7 +52,9 @@ impl RealDisk {
     /// Opens (creating if needed) the directory `dir`.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
         fs::create_dir_all(dir.as_ref())?;
-        Ok(Self { dir: dir.as_ref().to_path_buf() })
+        Ok(Self {
+            dir: dir.as_ref().to_path_buf(),
+        })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -69,13 +71,20 @@ impl RealDisk {
 // the engine batches its syncs, so a slow fsync does not stall a runtime worker.
 impl Disk for RealDisk {
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().create(true).append(true).open(self.path(name)?)?;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name)?)?;
         file.write_all(bytes)
     }
 
     fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(name)?;
-        let mut file = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
         file.seek(SeekFrom::Start(offset))?;
         file.write_all(bytes)
     }
@@ -172,7 +181,9 @@ impl SimDisk {
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, SimFile>> {
         // A panic while holding the lock leaves plain data behind; keep using it.
-        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Drops every write not yet synced. With `tear_keep` set, the last pending write of the
@@ -184,7 +195,11 @@ impl SimDisk {
         // 1. Count what goes.
         for file in files.values() {
             loss.writes_dropped += file.pending.len();
-            loss.bytes_dropped += file.pending.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+            loss.bytes_dropped += file
+                .pending
+                .iter()
+                .map(|(_, b)| b.len() as u64)
+                .sum::<u64>();
         }
 
         // 2. Tear: keep a prefix of the last pending write of the last file that has one.
@@ -211,12 +226,19 @@ impl SimDisk {
     /// Bytes written but not yet synced, over all files.
     pub fn pending_bytes(&self) -> u64 {
         let files = self.lock();
-        files.values().flat_map(|f| f.pending.iter()).map(|(_, b)| b.len() as u64).sum()
+        files
+            .values()
+            .flat_map(|f| f.pending.iter())
+            .map(|(_, b)| b.len() as u64)
+            .sum()
     }
 }
 
 fn not_found(name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("no file {name:?} on the simulated disk"))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no file {name:?} on the simulated disk"),
+    )
 }
 
 impl Disk for SimDisk {
@@ -249,7 +271,10 @@ impl Disk for SimDisk {
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         let files = self.lock();
-        files.get(name).map(SimFile::view).ok_or_else(|| not_found(name))
+        files
+            .get(name)
+            .map(SimFile::view)
+            .ok_or_else(|| not_found(name))
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
@@ -265,7 +290,10 @@ impl Disk for SimDisk {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.lock().remove(name).map(|_| ()).ok_or_else(|| not_found(name))
+        self.lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
     }
 }
 
@@ -283,7 +311,14 @@ mod tests {
         assert_eq!(disk.pending_bytes(), 4);
 
         let loss = disk.crash(None);
-        assert_eq!(loss, CrashLoss { writes_dropped: 1, bytes_dropped: 4, torn: false });
+        assert_eq!(
+            loss,
+            CrashLoss {
+                writes_dropped: 1,
+                bytes_dropped: 4,
+                torn: false
+            }
+        );
         assert_eq!(disk.read("log").unwrap(), b"abc");
     }
 

@@ -43,8 +43,16 @@ impl StoreClient {
     /// A client of the ring nodes at `coordinators`, reading and writing at `consistency`;
     /// `clock` tells it which bucket is the newest.
     pub fn new(coordinators: Vec<SocketAddr>, consistency: Consistency, clock: NodeClock) -> Self {
-        assert!(!coordinators.is_empty(), "a store client needs at least one ring node");
-        Self { coordinators, rpc: RpcClient::new(), consistency, clock }
+        assert!(
+            !coordinators.is_empty(),
+            "a store client needs at least one ring node"
+        );
+        Self {
+            coordinators,
+            rpc: RpcClient::new(),
+            consistency,
+            clock,
+        }
     }
 
     async fn send(
@@ -59,7 +67,11 @@ impl StoreClient {
         let mut failures = Vec::new();
         for step in 0..count {
             let coordinator = self.coordinators[(first + step) % count];
-            match self.rpc.call::<_, RingResponse>(coordinator, &request, timeout).await {
+            match self
+                .rpc
+                .call::<_, RingResponse>(coordinator, &request, timeout)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(error) => failures.push(error.to_string()),
             }
@@ -74,9 +86,21 @@ impl StoreClient {
             bucket: bucket_of(message.message_id),
             message_id: message.message_id,
         };
-        let row = Row { key, cell: Cell { write_us, value: Some(message.clone()) } };
-        let request = RingRequest::Write { row, consistency: self.consistency };
-        match self.send(message.channel_id, request, WRITE_TIMEOUT_MS).await? {
+        let row = Row {
+            key,
+            cell: Cell {
+                write_us,
+                value: Some(message.clone()),
+            },
+        };
+        let request = RingRequest::Write {
+            row,
+            consistency: self.consistency,
+        };
+        match self
+            .send(message.channel_id, request, WRITE_TIMEOUT_MS)
+            .await?
+        {
             RingResponse::Written => Ok(()),
             RingResponse::Failed(error) => Err(error),
             RingResponse::Rows(_) => Err(StoreError::Storage("a write answered rows".into())),
@@ -104,8 +128,14 @@ impl StoreClient {
                 after: None,
                 limit: remaining,
             };
-            let request = RingRequest::Read { query: slice, consistency: self.consistency };
-            let rows = match self.send(query.channel_id, request, READ_TIMEOUT_MS).await? {
+            let request = RingRequest::Read {
+                query: slice,
+                consistency: self.consistency,
+            };
+            let rows = match self
+                .send(query.channel_id, request, READ_TIMEOUT_MS)
+                .await?
+            {
                 RingResponse::Rows(rows) => rows,
                 RingResponse::Failed(error) => return Err(error),
                 RingResponse::Written => {

@@ -39,7 +39,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("rows", &self.memtable.len()).finish()
+        f.debug_struct("Engine")
+            .field("rows", &self.memtable.len())
+            .finish()
     }
 }
 
@@ -62,11 +64,15 @@ fn decode_frames(log: &[u8]) -> (Vec<Row>, usize) {
         let len = word(at) as usize;
         let crc = word(at + 4);
         let start = at + FRAME_HEADER_BYTES;
-        let Some(payload) = log.get(start..start.saturating_add(len)) else { break };
+        let Some(payload) = log.get(start..start.saturating_add(len)) else {
+            break;
+        };
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Ok(row) = serde_json::from_slice::<Row>(payload) else { break };
+        let Ok(row) = serde_json::from_slice::<Row>(payload) else {
+            break;
+        };
         rows.push(row);
         at = start + len;
     }
@@ -76,7 +82,10 @@ fn decode_frames(log: &[u8]) -> (Vec<Row>, usize) {
 impl Engine {
     /// Opens the engine on `disk`, replaying its commit log.
     pub fn open(disk: Arc<dyn Disk>) -> io::Result<(Self, Replay)> {
-        let mut engine = Self { disk, memtable: BTreeMap::new() };
+        let mut engine = Self {
+            disk,
+            memtable: BTreeMap::new(),
+        };
         let log = match engine.disk.read(COMMIT_LOG) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -85,14 +94,19 @@ impl Engine {
 
         // 1. Replay the good prefix.
         let (rows, good_len) = decode_frames(&log);
-        let replay = Replay { rows_replayed: rows.len(), tail_bytes_discarded: log.len() - good_len };
+        let replay = Replay {
+            rows_replayed: rows.len(),
+            tail_bytes_discarded: log.len() - good_len,
+        };
         for row in rows {
             engine.merge(row);
         }
 
         // 2. Cut a torn tail off, durably, before anything is appended after it.
         if replay.tail_bytes_discarded > 0 {
-            engine.disk.write_at(COMMIT_LOG_REWRITE, 0, &log[..good_len])?;
+            engine
+                .disk
+                .write_at(COMMIT_LOG_REWRITE, 0, &log[..good_len])?;
             engine.disk.sync(COMMIT_LOG_REWRITE)?;
             engine.disk.rename(COMMIT_LOG_REWRITE, COMMIT_LOG)?;
         }
@@ -137,13 +151,19 @@ impl Engine {
             .range(low..=high)
             .rev()
             .take(query.limit)
-            .map(|(key, cell)| Row { key: *key, cell: cell.clone() })
+            .map(|(key, cell)| Row {
+                key: *key,
+                cell: cell.clone(),
+            })
             .collect()
     }
 
     /// Every row this replica holds, in key order (for convergence checks).
     pub fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        self.memtable.iter().map(|(key, cell)| Row { key: *key, cell: cell.clone() })
+        self.memtable.iter().map(|(key, cell)| Row {
+            key: *key,
+            cell: cell.clone(),
+        })
     }
 }
 
@@ -163,13 +183,26 @@ mod tests {
             nonce: None,
         };
         Row {
-            key: RowKey { channel_id: 9, bucket: 0, message_id },
-            cell: Cell { write_us, value: Some(value) },
+            key: RowKey {
+                channel_id: 9,
+                bucket: 0,
+                message_id,
+            },
+            cell: Cell {
+                write_us,
+                value: Some(value),
+            },
         }
     }
 
     fn query(before: Option<u64>, after: Option<u64>, limit: usize) -> PartitionQuery {
-        PartitionQuery { channel_id: 9, bucket: 0, before, after, limit }
+        PartitionQuery {
+            channel_id: 9,
+            bucket: 0,
+            before,
+            after,
+            limit,
+        }
     }
 
     #[test]
@@ -194,7 +227,13 @@ mod tests {
 
         assert_eq!(disk.crash(None).writes_dropped, 0);
         let (engine, replay) = Engine::open(Arc::new(disk)).unwrap();
-        assert_eq!(replay, Replay { rows_replayed: 2, tail_bytes_discarded: 0 });
+        assert_eq!(
+            replay,
+            Replay {
+                rows_replayed: 2,
+                tail_bytes_discarded: 0
+            }
+        );
         assert_eq!(engine.rows().count(), 2);
     }
 
@@ -219,7 +258,10 @@ mod tests {
         engine.apply(row(3, 1)).unwrap();
         let (engine, replay) = Engine::open(Arc::new(disk)).unwrap();
         assert_eq!(replay.rows_replayed, 2);
-        assert_eq!(engine.rows().map(|r| r.key.message_id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            engine.rows().map(|r| r.key.message_id).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
     }
 
     #[test]

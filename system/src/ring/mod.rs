@@ -159,7 +159,11 @@ pub fn reconcile(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
             }
         }
     }
-    merged.into_iter().rev().map(|(key, cell)| Row { key, cell }).collect()
+    merged
+        .into_iter()
+        .rev()
+        .map(|(key, cell)| Row { key, cell })
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,7 +182,10 @@ mod tests {
     }
 
     fn cell(write_us: i64, value: Option<&str>) -> Cell {
-        Cell { write_us, value: value.map(message) }
+        Cell {
+            write_us,
+            value: value.map(message),
+        }
     }
 
     #[test]
@@ -201,11 +208,24 @@ mod tests {
 
     #[test]
     fn reconcile_keeps_one_winner_per_key_newest_first() {
-        let key = |message_id| RowKey { channel_id: 1, bucket: 0, message_id };
+        let key = |message_id| RowKey {
+            channel_id: 1,
+            bucket: 0,
+            message_id,
+        };
         let rows = vec![
-            Row { key: key(1), cell: cell(1, Some("old")) },
-            Row { key: key(2), cell: cell(1, Some("x")) },
-            Row { key: key(1), cell: cell(2, Some("new")) },
+            Row {
+                key: key(1),
+                cell: cell(1, Some("old")),
+            },
+            Row {
+                key: key(2),
+                cell: cell(1, Some("x")),
+            },
+            Row {
+                key: key(1),
+                cell: cell(2, Some("new")),
+            },
         ];
         let merged = reconcile(rows);
         assert_eq!(merged.len(), 2);

@@ -80,7 +80,10 @@ struct RingNode {
 
 /// Runs a ring node on `listener` until the task is dropped.
 pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Result<()> {
-    assert!(config.replicas.contains(&config.addr), "a ring node is one of its replicas");
+    assert!(
+        config.replicas.contains(&config.addr),
+        "a ring node is one of its replicas"
+    );
     let (engine, replay) = Engine::open(config.disk.clone())?;
     tracing::info!(
         addr = %config.addr,
@@ -105,8 +108,12 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
 impl RingNode {
     async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
         match request {
-            RingRequest::Write { row, consistency } => self.coordinate_write(row, consistency).await,
-            RingRequest::Read { query, consistency } => self.coordinate_read(query, consistency).await,
+            RingRequest::Write { row, consistency } => {
+                self.coordinate_write(row, consistency).await
+            }
+            RingRequest::Read { query, consistency } => {
+                self.coordinate_read(query, consistency).await
+            }
             RingRequest::ReplicaWrite { row } => self.apply_local(row).await,
             RingRequest::ReplicaRead { query } => {
                 RingResponse::Rows(self.engine.lock().await.read(&query))
@@ -139,7 +146,10 @@ impl RingNode {
                     Some(Box::pin(node.clone().handle(request)).await)
                 } else {
                     let timeout = Duration::from_millis(timeout_ms);
-                    node.rpc.call::<_, RingResponse>(replica, &request, timeout).await.ok()
+                    node.rpc
+                        .call::<_, RingResponse>(replica, &request, timeout)
+                        .await
+                        .ok()
                 };
                 let _ = tx.send((replica, answer)).await;
             });
@@ -212,7 +222,11 @@ impl RingNode {
             }
             let request = RingRequest::ReplicaWrite { row };
             let timeout = Duration::from_millis(WRITE_TIMEOUT_MS);
-            if let Err(error) = self.rpc.call::<_, RingResponse>(replica, &request, timeout).await {
+            if let Err(error) = self
+                .rpc
+                .call::<_, RingResponse>(replica, &request, timeout)
+                .await
+            {
                 tracing::debug!(%replica, %error, "read_repair_failed");
             }
         }
