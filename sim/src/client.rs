@@ -258,30 +258,16 @@ impl UserClient {
             + futures_util::Sink<Message>
             + Unpin,
     {
-        let mut interval_ms = self.scenario.heartbeat_interval_ms;
-        let mut next_heartbeat = tokio::time::Instant::now() + Duration::from_secs(3600);
-        let mut awaiting_ack = false;
-        let mut last_s: Option<u64> = None;
-        let mut ready: Option<(String, usize)> = None;
-        let mut channels: Vec<u64> = Vec::new();
-        let mut guilds_seen = 0;
-        let mut announced = false;
-
+        let mut state = SessionState::new(self.scenario.heartbeat_interval_ms);
         loop {
+            // 1. The next payload, or the heartbeat timer.
             let message = tokio::select! {
                 biased;
                 message = ws.next() => message,
-                () = tokio::time::sleep_until(next_heartbeat) => {
-                    if awaiting_ack {
-                        // A zombied connection: no ACK since the last heartbeat.
-                        return None;
-                    }
-                    let beat = json!({"op": 1, "d": last_s});
-                    if ws.send(Message::Text(beat.to_string().into())).await.is_err() {
-                        return None;
-                    }
-                    awaiting_ack = true;
-                    next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(interval_ms);
+                () = tokio::time::sleep_until(state.next_heartbeat) => {
+                    // No ACK since the last heartbeat: a zombied connection, so reconnect.
+                    let beat = state.heartbeat_due()?;
+                    ws.send(Message::Text(beat.to_string().into())).await.ok()?;
                     continue;
                 }
             };
@@ -291,86 +277,123 @@ impl UserClient {
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
             };
-            let Ok(payload) = serde_json::from_str::<Value>(&text) else {
-                return None;
-            };
-            match payload["op"].as_u64() {
-                Some(10) => {
-                    // Hello: first heartbeat after interval × jitter, then Identify.
-                    interval_ms = payload["d"]["heartbeat_interval"]
-                        .as_u64()
-                        .unwrap_or(interval_ms);
-                    let first = thread_rng().gen_range(0..interval_ms.max(1));
-                    next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(first);
-                    let identify = json!({"op": 2, "d": {
-                        "token": self.user.token,
-                        "intents": 513 | 32768,
-                        "properties": {"os": "sim", "browser": "chatsim", "device": "chatsim"},
-                    }});
-                    if ws
-                        .send(Message::Text(identify.to_string().into()))
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
+
+            // 2. What it means, and what to answer.
+            let payload: Value = serde_json::from_str(&text).ok()?;
+            let answer = match payload["op"].as_u64() {
+                Some(10) => Some(self.on_hello(&mut state, &payload)),
+                Some(11) => {
+                    state.awaiting_ack = false;
+                    None
                 }
-                Some(11) => awaiting_ack = false,
-                Some(1) => {
-                    let beat = json!({"op": 1, "d": last_s});
-                    if ws
-                        .send(Message::Text(beat.to_string().into()))
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
-                }
+                Some(1) => Some(json!({"op": 1, "d": state.last_s})),
                 Some(0) => {
-                    let s = payload["s"].as_u64().unwrap_or(0);
-                    last_s = Some(s);
-                    let event = payload["t"].as_str().unwrap_or_default().to_string();
-                    let data = &payload["d"];
-                    let id = |field: &str| data[field].as_str().and_then(|v| v.parse::<u64>().ok());
-                    match event.as_str() {
-                        "READY" => {
-                            let session_id = data["session_id"].as_str().unwrap_or_default();
-                            let guild_count = data["guilds"].as_array().map_or(0, Vec::len);
-                            ready = Some((session_id.to_string(), guild_count));
-                        }
-                        "GUILD_CREATE" => {
-                            guilds_seen += 1;
-                            let listed = data["channels"].as_array().cloned().unwrap_or_default();
-                            let ids = listed
-                                .iter()
-                                .filter_map(|c| c["id"].as_str()?.parse::<u64>().ok());
-                            channels.extend(ids);
-                        }
-                        _ => {}
-                    }
-                    let is_message = event.starts_with("MESSAGE_");
-                    self.recorder.delivery(Delivery {
-                        session: index,
-                        s,
-                        channel_id: if is_message { id("channel_id") } else { None },
-                        message_id: if is_message { id("id") } else { None },
-                        event,
-                        at_ns: self.recorder.now_ns(),
-                    });
-                    // The session counts as ready once every guild READY listed has arrived.
-                    if let Some((session_id, guild_count)) = &ready {
-                        if !announced && guilds_seen == *guild_count {
-                            self.recorder.session_ready(
-                                index,
-                                session_id.clone(),
-                                channels.clone(),
-                            );
-                            announced = true;
-                        }
-                    }
+                    self.on_dispatch(&mut state, index, &payload);
+                    None
                 }
                 _ => return None,
+            };
+            if let Some(answer) = answer {
+                ws.send(Message::Text(answer.to_string().into()))
+                    .await
+                    .ok()?;
             }
         }
+    }
+
+    /// Hello: schedule the first heartbeat at a random point of the interval; answer Identify.
+    fn on_hello(&self, state: &mut SessionState, payload: &Value) -> Value {
+        let announced_ms = payload["d"]["heartbeat_interval"].as_u64();
+        state.interval_ms = announced_ms.unwrap_or(state.interval_ms).max(1);
+        let first_ms = thread_rng().gen_range(0..state.interval_ms);
+        state.next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(first_ms);
+        json!({"op": 2, "d": {
+            "token": self.user.token,
+            "intents": 513 | 32768,
+            "properties": {"os": "sim", "browser": "chatsim", "device": "chatsim"},
+        }})
+    }
+
+    /// A dispatch: record it; READY and the GUILD_CREATEs make the session ready.
+    fn on_dispatch(&self, state: &mut SessionState, index: usize, payload: &Value) {
+        let s = payload["s"].as_u64().unwrap_or(0);
+        state.last_s = Some(s);
+        let event = payload["t"].as_str().unwrap_or_default().to_string();
+        let data = &payload["d"];
+        let id = |field: &str| data[field].as_str().and_then(|v| v.parse::<u64>().ok());
+        match event.as_str() {
+            "READY" => {
+                let session_id = data["session_id"].as_str().unwrap_or_default();
+                let guild_count = data["guilds"].as_array().map_or(0, Vec::len);
+                state.ready = Some((session_id.to_string(), guild_count));
+            }
+            "GUILD_CREATE" => {
+                state.guilds_seen += 1;
+                let listed = data["channels"].as_array().cloned().unwrap_or_default();
+                let ids = listed
+                    .iter()
+                    .filter_map(|c| c["id"].as_str()?.parse::<u64>().ok());
+                state.channel_ids.extend(ids);
+            }
+            _ => {}
+        }
+        let is_message = event.starts_with("MESSAGE_");
+        self.recorder.delivery(Delivery {
+            session: index,
+            s,
+            channel_id: if is_message { id("channel_id") } else { None },
+            message_id: if is_message { id("id") } else { None },
+            event,
+            at_ns: self.recorder.now_ns(),
+        });
+
+        // Ready once every guild READY listed has arrived.
+        if let Some((session_id, guild_count)) = &state.ready {
+            if !state.announced && state.guilds_seen == *guild_count {
+                let channels = state.channel_ids.clone();
+                self.recorder
+                    .session_ready(index, session_id.clone(), channels);
+                state.announced = true;
+            }
+        }
+    }
+}
+
+/// What a client tracks about its open session.
+struct SessionState {
+    interval_ms: u64,
+    next_heartbeat: tokio::time::Instant,
+    awaiting_ack: bool,
+    last_s: Option<u64>,
+    /// The session id and guild count READY announced.
+    ready: Option<(String, usize)>,
+    channel_ids: Vec<u64>,
+    guilds_seen: usize,
+    announced: bool,
+}
+
+impl SessionState {
+    fn new(interval_ms: u64) -> Self {
+        Self {
+            interval_ms,
+            // Until Hello says otherwise, no heartbeat is due.
+            next_heartbeat: tokio::time::Instant::now() + Duration::from_secs(3600),
+            awaiting_ack: false,
+            last_s: None,
+            ready: None,
+            channel_ids: Vec::new(),
+            guilds_seen: 0,
+            announced: false,
+        }
+    }
+
+    /// The heartbeat to send now, or `None` if the last one was never acknowledged.
+    fn heartbeat_due(&mut self) -> Option<Value> {
+        if self.awaiting_ack {
+            return None;
+        }
+        self.awaiting_ack = true;
+        self.next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(self.interval_ms);
+        Some(json!({"op": 1, "d": self.last_s}))
     }
 }

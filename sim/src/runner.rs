@@ -69,10 +69,30 @@ async fn listen(addr: SocketAddr) -> TcpListener {
     }
 }
 
-/// Runs `scenario` with `seed` in a fresh simulation.
+/// Runs `scenario` with `seed` in a fresh simulation, on a fresh thread.
+///
+/// The fresh thread is what makes a run a function of its seed alone: std seeds its hash-map
+/// keys once per thread, and madsim can set them from the seed only on a thread that has not
+/// made any yet, so a second simulation on one thread would iterate maps differently. A panic
+/// inside the simulation is passed on to the caller.
 pub fn run(seed: u64, scenario: &Scenario) -> RunOutput {
-    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let scenario = scenario.clone();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the thread is outside the simulation"
+    )]
+    let thread = std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .spawn(move || run_here(seed, &scenario));
+    match thread.map(std::thread::JoinHandle::join) {
+        Ok(Ok(output)) => output,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(error) => panic!("cannot start the simulation thread: {error}"),
+    }
+}
+
+fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
     let (history, trace, events) = runtime.block_on(supervise(scenario.clone()));
     RunOutput {

@@ -17,6 +17,15 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(madsim))]
 mod real {
+    /// Prints a line to stdout, ignoring a closed stdout: whoever read the banner may be gone,
+    /// and that must not turn a clean stop into a panic.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), $($arg)*);
+        }};
+    }
+
     use std::net::{IpAddr, SocketAddr};
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
@@ -132,7 +141,7 @@ mod real {
         std::fs::create_dir_all(&args.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
         let data_dir = args.data_dir.canonicalize().map_err(|e| e.to_string())?;
-        println!("chatd data_dir={}", data_dir.display());
+        say!("chatd data_dir={}", data_dir.display());
         let directory = Arc::new(load_or_create_directory(&args, &data_dir)?);
 
         // 2. Bind every role first, so each knows the others' addresses.
@@ -158,7 +167,7 @@ mod real {
             let dir = data_dir.join(format!("ring-{}", index + 1));
             let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
             let config = topology.ring_config(index, disk);
-            println!(
+            say!(
                 "chatd ring node {} at {} data {}",
                 index + 1,
                 config.addr,
@@ -183,20 +192,20 @@ mod real {
         tokio::spawn(api::run(api_listener, api_config));
 
         // 4. Say where everything is, then wait for Ctrl-C.
-        println!("chatd api http://{}/api/v10", topology.api);
-        println!("chatd gateway {}", topology.gateway_url());
-        println!(
+        say!("chatd api http://{}/api/v10", topology.api);
+        say!("chatd gateway {}", topology.gateway_url());
+        say!(
             "chatd directory {}",
             data_dir.join("directory.json").display()
         );
         for user in directory.users.values().take(3) {
-            println!("chatd user {} token {}", user.username, user.token);
+            say!("chatd user {} token {}", user.username, user.token);
         }
-        println!("chatd ready");
+        say!("chatd ready");
         tokio::signal::ctrl_c()
             .await
             .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-        println!("chatd stopping");
+        say!("chatd stopping");
         Ok(())
     }
 }

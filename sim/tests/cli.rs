@@ -1,0 +1,120 @@
+//! The `chatsim` binary as a user runs it: determinism across processes, bad arguments, the
+//! report contract, and the refusal of a build without the simulator.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn chatsim(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(args)
+        .output();
+    output.expect("the chatsim binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_seed_that_is_not_a_number_is_refused_by_name() {
+    let output = chatsim(&["run", "--seed", "notanumber"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--seed"), "{text}");
+    assert!(text.contains("notanumber"), "{text}");
+}
+
+#[test]
+fn an_unknown_scenario_is_refused_with_the_known_ones() {
+    let output = chatsim(&["run", "--seed", "1", "--scenario", "nosuch"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--scenario"), "{text}");
+    assert!(
+        text.contains("unknown scenario \"nosuch\"; known: smoke"),
+        "{text}"
+    );
+}
+
+#[cfg(not(madsim))]
+#[test]
+fn a_build_without_the_simulator_says_so_and_fails() {
+    let output = chatsim(&["run", "--seed", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("built without `--cfg madsim`"), "{text}");
+    assert!(text.contains("cargo chatsim"), "{text}");
+}
+
+#[cfg(madsim)]
+fn run_to(seed: &str, dir: &Path) -> serde_json::Value {
+    let out = dir.to_str().expect("utf-8 temp path");
+    let output = chatsim(&["run", "--seed", seed, "--out", out]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        stderr(&output)
+    );
+    assert!(stdout.contains(&format!("seed {seed}")), "{stdout}");
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json written");
+    serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+#[cfg(madsim)]
+#[test]
+fn the_same_seed_in_two_processes_gives_the_same_trace_and_another_seed_does_not() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let first = run_to("42", &tmp.path().join("a"));
+    let second = run_to("42", &tmp.path().join("b"));
+    let other = run_to("43", &tmp.path().join("c"));
+
+    assert_eq!(first["trace_hash"], second["trace_hash"]);
+    assert_ne!(first["trace_hash"], other["trace_hash"]);
+    let trace = |dir: &str| std::fs::read(tmp.path().join(dir).join("trace.jsonl")).unwrap();
+    assert!(
+        trace("a") == trace("b"),
+        "same-seed traces differ byte for byte"
+    );
+}
+
+#[cfg(madsim)]
+#[test]
+fn the_report_keeps_its_contract() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let report = run_to("5", tmp.path());
+
+    // The fields scripts and CI read, with their types.
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["seed"], 5);
+    assert_eq!(report["scenario"], "smoke");
+    let hash = report["trace_hash"]
+        .as_str()
+        .expect("trace_hash is a string");
+    assert_eq!(hash.len(), 16);
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    assert_eq!(report["sim_seconds"], 60.0);
+    assert!(report["wall_seconds"].as_f64().is_some());
+    assert_eq!(report["verdict"], "pass");
+    for check in [
+        "durability",
+        "ordering",
+        "sequence",
+        "delivery",
+        "availability",
+    ] {
+        assert_eq!(report["checks"][check]["violations"], 0, "{check}");
+    }
+    let ops = &report["operations"];
+    assert!(ops["sent"].as_u64().unwrap() > 100, "{ops}");
+    let counted = ["acked", "failed", "timed_out"].map(|k| ops[k].as_u64().unwrap());
+    assert_eq!(counted.iter().sum::<u64>(), ops["sent"].as_u64().unwrap());
+    assert!(report["deliveries"].as_u64().unwrap() > 0);
+    assert!(report["availability"].as_f64().unwrap() <= 1.0);
+    assert!(
+        report["latency_ms"]["p50"].as_f64().unwrap()
+            <= report["latency_ms"]["p99"].as_f64().unwrap()
+    );
+    assert_eq!(report["faults"].as_array().unwrap().len(), 2);
+}

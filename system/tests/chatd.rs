@@ -1,0 +1,332 @@
+//! `chatd` on real tokio, driven as a user drives it: the binary on loopback ports, real
+//! WebSocket clients (tokio-tungstenite) and HTTP requests.
+#![cfg(not(madsim))]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chat_system::directory::Directory;
+use chat_system::net::{http_request, FlushIfDirty};
+use futures_util::{SinkExt, StreamExt};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running chatd, stopped with SIGINT when dropped.
+struct Chatd {
+    child: Child,
+    api: SocketAddr,
+    gateway: SocketAddr,
+    directory: Directory,
+    later_lines: mpsc::Receiver<String>,
+    _data: tempfile::TempDir,
+}
+
+fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix(prefix)?;
+    let host_port = rest.split('/').next()?;
+    host_port.parse().ok()
+}
+
+impl Chatd {
+    fn start() -> Chatd {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .args(["--port-base", "0", "--users", "4", "--guilds", "1"])
+            .args(["--heartbeat-interval-ms", "1000", "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("chatd starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (api, gateway, later_lines) = Self::read_banner(stdout);
+        let directory = std::fs::read_to_string(data.path().join("directory.json"))
+            .expect("chatd keeps its directory in the data dir");
+        let directory = serde_json::from_str(&directory).expect("a directory");
+        Chatd {
+            child,
+            api,
+            gateway,
+            directory,
+            later_lines,
+            _data: data,
+        }
+    }
+
+    /// Reads up to "chatd ready", then keeps reading in a thread so chatd never writes to a
+    /// closed pipe; the later lines arrive on the returned channel.
+    fn read_banner(stdout: ChildStdout) -> (SocketAddr, SocketAddr, mpsc::Receiver<String>) {
+        let (mut api, mut gateway) = (None, None);
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("chatd's stdout");
+            api = api.or_else(|| addr_after(&line, "chatd api http://"));
+            gateway = gateway.or_else(|| addr_after(&line, "chatd gateway ws://"));
+            if line.starts_with("chatd data_dir=") {
+                assert!(line.len() > "chatd data_dir=".len());
+            }
+            if line == "chatd ready" {
+                break;
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (
+            api.expect("api address printed"),
+            gateway.expect("gateway address printed"),
+            rx,
+        )
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let status = self.child.wait().expect("chatd exits");
+        let said: Vec<String> = self.later_lines.iter().collect();
+        assert_eq!(said, vec!["chatd stopping".to_string()]);
+        status
+    }
+}
+
+impl Drop for Chatd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
+
+async fn connect(gateway: SocketAddr) -> Ws {
+    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
+    let url = format!("ws://{gateway}/gateway");
+    let (ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
+        .await
+        .expect("websocket handshake");
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a payload in time");
+        match message.expect("stream open").expect("no ws error") {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn send_json(ws: &mut Ws, payload: Value) {
+    ws.send(Message::Text(payload.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// Connects, identifies with `token`, and reads Hello, READY and the GUILD_CREATEs.
+async fn identify(gateway: SocketAddr, token: &str) -> (Ws, Value) {
+    let mut ws = connect(gateway).await;
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["op"], 10);
+    assert_eq!(hello["d"]["heartbeat_interval"], 1000);
+    send_json(
+        &mut ws,
+        json!({"op": 2, "d": {"token": token, "intents": 33281, "properties": {}}}),
+    )
+    .await;
+    let ready = next_json(&mut ws).await;
+    assert_eq!(
+        (ready["op"].clone(), ready["t"].clone(), ready["s"].clone()),
+        (json!(0), json!("READY"), json!(1))
+    );
+    assert_eq!(ready["d"]["session_id"].as_str().map(str::len), Some(32));
+    assert_eq!(
+        ready["d"]["resume_gateway_url"],
+        format!("ws://{gateway}/gateway")
+    );
+    let guild = next_json(&mut ws).await;
+    assert_eq!(
+        (guild["t"].clone(), guild["s"].clone()),
+        (json!("GUILD_CREATE"), json!(2))
+    );
+    (ws, ready)
+}
+
+#[tokio::test]
+async fn two_sessions_receive_a_message_sent_over_http_and_history_returns_it() {
+    let mut chatd = Chatd::start();
+    let guild = chatd
+        .directory
+        .guilds
+        .values()
+        .next()
+        .expect("a guild")
+        .clone();
+    let channel = guild.channels[0].id;
+    let mut members = guild
+        .members
+        .iter()
+        .map(|id| chatd.directory.users[id].clone());
+    let (alice, bob) = (
+        members.next().expect("member"),
+        members.next().expect("member"),
+    );
+
+    // 1. Two real WebSocket sessions.
+    let (mut ws_a, _) = identify(chatd.gateway, &alice.token).await;
+    let (mut ws_b, _) = identify(chatd.gateway, &bob.token).await;
+
+    // 2. Alice sends over HTTP.
+    let body = json!({"content": "hello, loopback", "nonce": "n-1"})
+        .to_string()
+        .into_bytes();
+    let auth = format!("Bot {}", alice.token);
+    let path = format!("/api/v10/channels/{channel}/messages");
+    let (status, bytes) = http_request(
+        chatd.api,
+        Method::POST,
+        &path,
+        Some(&auth),
+        Some(body),
+        TIMEOUT,
+    )
+    .await
+    .expect("the API answers");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let sent: Value = serde_json::from_slice(&bytes).expect("a message object");
+    let id = sent["id"].as_str().expect("a string snowflake").to_string();
+    assert_eq!(sent["content"], "hello, loopback");
+    assert_eq!(sent["author"]["username"], alice.username);
+
+    // 3. Both sessions get MESSAGE_CREATE with that id, as s = 3.
+    for ws in [&mut ws_a, &mut ws_b] {
+        let event = next_json(ws).await;
+        assert_eq!(event["t"], "MESSAGE_CREATE");
+        assert_eq!(event["s"], 3);
+        assert_eq!(event["d"]["id"], id.as_str());
+        assert_eq!(event["d"]["channel_id"], channel.to_string());
+    }
+
+    // 4. History (as Bob, Bearer this time) returns it.
+    let auth = format!("Bearer {}", bob.token);
+    let path = format!("/api/v10/channels/{channel}/messages?limit=10");
+    let (status, bytes) = http_request(chatd.api, Method::GET, &path, Some(&auth), None, TIMEOUT)
+        .await
+        .expect("the API answers");
+    assert_eq!(status, StatusCode::OK);
+    let history: Vec<Value> = serde_json::from_slice(&bytes).expect("an array");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["id"], id.as_str());
+
+    // 5. A clean stop on Ctrl-C.
+    assert!(chatd.stop().success());
+}
+
+#[tokio::test]
+async fn heartbeats_are_acknowledged_and_a_silent_session_is_closed_with_4009() {
+    let chatd = Chatd::start();
+    let user = chatd
+        .directory
+        .users
+        .values()
+        .next()
+        .expect("a user")
+        .clone();
+    let (mut ws, _) = identify(chatd.gateway, &user.token).await;
+
+    send_json(&mut ws, json!({"op": 1, "d": 2})).await;
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["op"], 11);
+
+    // No more heartbeats: closed after 1.5 intervals with "session timed out".
+    let started = std::time::Instant::now();
+    let close = loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4009);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "not before the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
+    let chatd = Chatd::start();
+    let mut ws = connect(chatd.gateway).await;
+    assert_eq!(next_json(&mut ws).await["op"], 10);
+    send_json(
+        &mut ws,
+        json!({"op": 2, "d": {"token": "not-a-token", "properties": {}}}),
+    )
+    .await;
+    match tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("an answer in time")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 4004),
+        other => panic!("expected close 4004, got {other:?}"),
+    }
+
+    // REST: no token is 401; a channel of a guild the user is not in is 403; both are JSON.
+    let channel = chatd
+        .directory
+        .guilds
+        .values()
+        .next()
+        .expect("guild")
+        .channels[0]
+        .id;
+    let path = format!("/api/v10/channels/{channel}/messages");
+    let (status, body) = http_request(chatd.api, Method::GET, &path, None, None, TIMEOUT)
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_slice(&body).expect("JSON error body");
+    assert_eq!(body["code"], 0);
+    let (status, body) = http_request(
+        chatd.api,
+        Method::GET,
+        "/api/v10/channels/123/messages",
+        Some("Bot token-1"),
+        None,
+        TIMEOUT,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("JSON")["code"],
+        10003
+    );
+}
