@@ -1,6 +1,7 @@
 //! The `chatsim` binary as a user runs it: determinism across processes, bad arguments, the
 //! report contract, and the refusal of a build without the simulator.
 
+#[cfg(madsim)]
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -76,6 +76,10 @@ impl Chatd {
             }
         }
         let (tx, rx) = mpsc::channel();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a real-runtime test, no simulator here"
+        )]
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let _ = tx.send(line);

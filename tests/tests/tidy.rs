@@ -25,7 +25,7 @@ fn repo_root() -> PathBuf {
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .expect("readable dir")
-        .map(|e| e.unwrap().path())
+        .map(|e| e.expect("readable entry").path())
         .collect();
     entries.sort();
     for path in entries {
