@@ -78,6 +78,8 @@ pub struct RunInfo {
     pub availability_objective: f64,
     /// The command that replays this run.
     pub replay_command: String,
+    /// Error-level events the cluster logged (broken invariants): how many, the first few.
+    pub invariant_errors: (u64, Vec<String>),
 }
 
 /// The report.
@@ -193,7 +195,15 @@ pub fn exit_code(checks: &BTreeMap<String, CheckResult>) -> i32 {
 impl Report {
     /// Checks `history` and builds the report.
     pub fn build(info: RunInfo, history: &History) -> Self {
-        let checks = check_all(history, info.availability_objective);
+        let mut checks = check_all(history, info.availability_objective);
+        let (error_count, examples) = info.invariant_errors.clone();
+        checks.insert(
+            "invariants".to_string(),
+            CheckResult {
+                violations: error_count,
+                examples,
+            },
+        );
         let exit_code = exit_code(&checks);
         let operations = count(history, true);
         let reads = count(history, false);
@@ -337,6 +347,7 @@ mod tests {
             schedule: Schedule::default(),
             availability_objective: 0.9999,
             replay_command: "cargo chatsim run --seed 7".into(),
+            invariant_errors: (0, Vec::new()),
         }
     }
 
@@ -399,6 +410,16 @@ mod tests {
         assert_eq!(json["schema_version"], 1);
         assert_eq!(json["checks"]["durability"]["violations"], 0);
         assert_eq!(json["trace_hash"].as_str().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_logged_invariant_error_fails_the_run_as_a_safety_violation() {
+        let mut info = info();
+        info.invariant_errors = (1, vec!["chat_system::guild: fanout_queue_closed".into()]);
+        let report = Report::build(info, &History::default());
+        assert_eq!(report.checks["invariants"].violations, 1);
+        assert_eq!(report.exit_code, EXIT_SAFETY);
+        assert!(report.summary().contains("fanout_queue_closed"));
     }
 
     #[test]

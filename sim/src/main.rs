@@ -133,6 +133,10 @@ mod sim {
             schedule: scenario.schedule.clone(),
             availability_objective: scenario.availability_objective,
             replay_command: replay,
+            invariant_errors: (
+                output.invariant_errors.count,
+                output.invariant_errors.examples,
+            ),
         };
         let report = Report::build(info, &output.history);
         print!("{}", report.summary());

@@ -20,6 +20,7 @@ use chat_system::net::runtime_instant;
 use chat_system::{api, gateway, guild, ring};
 use madsim::runtime::{Handle, Runtime};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::client::UserClient;
 use crate::recorder::Recorder;
@@ -38,6 +39,49 @@ pub struct RunOutput {
     pub sim_seconds: f64,
     /// Wall seconds.
     pub wall_seconds: f64,
+    /// Error-level events the cluster logged: each is a broken invariant.
+    pub invariant_errors: InvariantErrors,
+}
+
+/// Error-level tracing events of one run: how many, and the first few.
+#[derive(Debug, Clone, Default)]
+pub struct InvariantErrors {
+    /// How many were logged.
+    pub count: u64,
+    /// The first few, as "target: fields".
+    pub examples: Vec<String>,
+}
+
+const INVARIANT_EXAMPLES_MAX: usize = 10;
+
+/// A tracing layer that collects every error-level event of the run it is installed in.
+struct InvariantLayer(Arc<std::sync::Mutex<InvariantErrors>>);
+
+struct FieldText(String);
+
+impl tracing::field::Visit for FieldText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for InvariantLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = FieldText(String::new());
+        event.record(&mut fields);
+        let mut errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        errors.count += 1;
+        if errors.examples.len() < INVARIANT_EXAMPLES_MAX {
+            errors
+                .examples
+                .push(format!("{}:{}", event.metadata().target(), fields.0));
+        }
+    }
 }
 
 const RING_PORT: u16 = 7000;
@@ -69,6 +113,39 @@ async fn listen(addr: SocketAddr) -> TcpListener {
     }
 }
 
+/// The per-node environment the harness owns: each node's disk and clock.
+#[derive(Default)]
+struct NodeEnv {
+    disks: BTreeMap<String, SimDisk>,
+    clocks: BTreeMap<String, NodeClock>,
+}
+
+impl NodeEnv {
+    fn disk(&mut self, node: &str) -> SimDisk {
+        self.disks.entry(node.to_string()).or_default().clone()
+    }
+
+    fn clock(&mut self, node: &str) -> NodeClock {
+        self.clocks.entry(node.to_string()).or_default().clone()
+    }
+}
+
+/// Creates the host `name` at `ip`, whose `init` runs at start and at every restart, inside a
+/// tracing span named after the node.
+fn host<F, Fut>(handle: &Handle, name: &str, ip: IpAddr, init: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let span_name = name.to_string();
+    handle
+        .create_node()
+        .name(name)
+        .ip(ip)
+        .init(move || init().instrument(tracing::info_span!("node", name = %span_name)))
+        .build();
+}
+
 /// Runs `scenario` with `seed` in a fresh simulation, on a fresh thread.
 ///
 /// The fresh thread is what makes a run a function of its seed alone: std seeds its hash-map
@@ -92,15 +169,35 @@ pub fn run(seed: u64, scenario: &Scenario) -> RunOutput {
 }
 
 fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::Layer as _;
+
+    // Logs go to stderr as RUST_LOG asks (errors only by default); error-level events are
+    // also collected, on this thread only, as broken invariants of this run.
+    let errors = Arc::new(std::sync::Mutex::new(InvariantErrors::default()));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let invariants =
+        InvariantLayer(errors.clone()).with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
+    let subscriber = tracing_subscriber::registry().with(logs).with(invariants);
+
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
-    let (history, trace, events) = runtime.block_on(supervise(scenario.clone()));
+    let (history, trace, events) = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(supervise(scenario.clone()))
+    });
+    let invariant_errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     RunOutput {
         history,
         trace,
         events,
         sim_seconds: scenario.duration_ms as f64 / 1000.0,
         wall_seconds: wall_start.elapsed().as_secs_f64(),
+        invariant_errors,
     }
 }
 
@@ -123,65 +220,48 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
     };
     let directory = Arc::new(Directory::generate(&shape));
 
-    // 2. The roles, one host each; ring disks belong to the harness.
-    let mut disks: BTreeMap<String, SimDisk> = BTreeMap::new();
+    // 2. The roles, one host each. Disks and clocks belong to the harness, so they outlive a
+    //    node's crash and faults can reach them.
+    let mut env = NodeEnv::default();
     for index in 0..topology.ring.len() {
-        let name = format!("ring-{}", index + 1);
-        let disk = SimDisk::new();
-        disks.insert(name.clone(), disk.clone());
-        let topology = topology.clone();
+        let (topology, disk) = (topology.clone(), env.disk(&format!("ring-{}", index + 1)));
         let addr = topology.ring[index];
-        handle
-            .create_node()
-            .name(name)
-            .ip(addr.ip())
-            .init(move || {
+        host(
+            &handle,
+            &format!("ring-{}", index + 1),
+            addr.ip(),
+            move || {
                 let config = topology.ring_config(index, Arc::new(disk.clone()) as Arc<dyn Disk>);
                 async move {
                     if let Err(error) = ring::node::run(listen(addr).await, config).await {
                         panic!("ring node at {addr} failed to start: {error}");
                     }
                 }
-            })
-            .build();
+            },
+        );
     }
-    let (t, d) = (topology.clone(), directory.clone());
-    handle
-        .create_node()
-        .name("guild")
-        .ip(topology.guild.ip())
-        .init(move || {
-            let config = t.guild_config(d.clone(), NodeClock::new());
-            let addr = t.guild;
-            async move { guild::run(listen(addr).await, config).await }
-        })
-        .build();
+    let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("guild"));
+    host(&handle, "guild", topology.guild.ip(), move || {
+        let config = t.guild_config(d.clone(), clock.clone());
+        let addr = t.guild;
+        async move { guild::run(listen(addr).await, config).await }
+    });
     let (t, d, beat) = (
         topology.clone(),
         directory.clone(),
         scenario.heartbeat_interval_ms,
     );
-    handle
-        .create_node()
-        .name("gateway")
-        .ip(topology.gateway_http.ip())
-        .init(move || {
-            let config = t.gateway_config(d.clone(), beat);
-            let (http, rpc) = (t.gateway_http, t.gateway_rpc);
-            async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
-        })
-        .build();
-    let (t, d) = (topology.clone(), directory.clone());
-    handle
-        .create_node()
-        .name("api")
-        .ip(topology.api.ip())
-        .init(move || {
-            let config = t.api_config(d.clone(), NodeClock::new());
-            let addr = t.api;
-            async move { api::run(listen(addr).await, config).await }
-        })
-        .build();
+    host(&handle, "gateway", topology.gateway_http.ip(), move || {
+        let config = t.gateway_config(d.clone(), beat);
+        let (http, rpc) = (t.gateway_http, t.gateway_rpc);
+        async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
+    });
+    let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("api"));
+    host(&handle, "api", topology.api.ip(), move || {
+        let config = t.api_config(d.clone(), clock.clone());
+        let addr = t.api;
+        async move { api::run(listen(addr).await, config).await }
+    });
 
     // 3. The users, all on the client host, after the servers have had a moment to listen.
     let clients: Vec<UserClient> = directory
@@ -210,7 +290,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
     });
 
     // 4. The faults, then the end of the run.
-    nemesis(&handle, &scenario.schedule, &disks, &recorder, start).await;
+    nemesis(&handle, &scenario.schedule, &env.disks, &recorder, start).await;
     let end = runtime_instant(start + Duration::from_millis(scenario.duration_ms));
     tokio::time::sleep_until(end).await;
     recorder.snapshot()

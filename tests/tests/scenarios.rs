@@ -187,6 +187,10 @@ fn two_crashed_replicas_fail_quorum_writes_and_the_objective_check_says_so() {
         schedule: scenario.schedule.clone(),
         availability_objective: scenario.availability_objective,
         replay_command: String::new(),
+        invariant_errors: (
+            output.invariant_errors.count,
+            output.invariant_errors.examples,
+        ),
     };
     let report = Report::build(info, &output.history);
     assert!(report.checks["availability"].violations > 0);
@@ -198,7 +202,13 @@ fn two_crashed_replicas_fail_quorum_writes_and_the_objective_check_says_so() {
     );
     assert_eq!(report.verdict, "fail");
     // Failing writes is not a safety problem: nothing acknowledged was lost or reordered.
-    for check in ["durability", "ordering", "sequence", "delivery"] {
+    for check in [
+        "invariants",
+        "durability",
+        "ordering",
+        "sequence",
+        "delivery",
+    ] {
         assert_eq!(
             report.checks[check].violations,
             0,

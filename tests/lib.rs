@@ -1,1 +1,0 @@
-//! Shared helpers for the integration tests live in each test binary; this crate holds none.
