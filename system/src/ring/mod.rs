@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod hints;
 pub mod node;
 
 use serde::{Deserialize, Serialize};
