@@ -54,8 +54,15 @@ pub struct InvariantErrors {
 
 const INVARIANT_EXAMPLES_MAX: usize = 10;
 
-/// A tracing layer that collects every error-level event of the run it is installed in.
-struct InvariantLayer(Arc<std::sync::Mutex<InvariantErrors>>);
+std::thread_local! {
+    /// The error collector of the simulation running on this thread, if any.
+    static RUN_ERRORS: std::cell::RefCell<Option<Arc<std::sync::Mutex<InvariantErrors>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A tracing layer that hands every error-level event to the simulation running on the
+/// emitting thread (each simulation owns its thread, and madsim runs all of its nodes there).
+struct InvariantLayer;
 
 struct FieldText(String);
 
@@ -72,9 +79,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for InvariantLayer {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
+        let Some(errors) = RUN_ERRORS.with(|run| run.borrow().clone()) else {
+            return;
+        };
         let mut fields = FieldText(String::new());
         event.record(&mut fields);
-        let mut errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
         errors.count += 1;
         if errors.examples.len() < INVARIANT_EXAMPLES_MAX {
             errors
@@ -82,6 +92,28 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for InvariantLayer {
                 .push(format!("{}:{}", event.metadata().target(), fields.0));
         }
     }
+}
+
+/// Installs the process's subscriber once: logs to stderr as RUST_LOG asks (errors only by
+/// default), and error-level events to the running simulation's collector. One global
+/// subscriber, because madsim's spans may outlive a thread-scoped one.
+fn install_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::Layer as _;
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+        let logs = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(filter);
+        let invariants = InvariantLayer.with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
+        let subscriber = tracing_subscriber::registry().with(logs).with(invariants);
+        // Another subscriber set by the embedding program wins; runs then go uncounted.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
 }
 
 const RING_PORT: u16 = 7000;
@@ -169,27 +201,14 @@ pub fn run(seed: u64, scenario: &Scenario) -> RunOutput {
 }
 
 fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::Layer as _;
-
-    // Logs go to stderr as RUST_LOG asks (errors only by default); error-level events are
-    // also collected, on this thread only, as broken invariants of this run.
+    install_tracing();
     let errors = Arc::new(std::sync::Mutex::new(InvariantErrors::default()));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
-    let invariants =
-        InvariantLayer(errors.clone()).with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
-    let subscriber = tracing_subscriber::registry().with(logs).with(invariants);
+    RUN_ERRORS.with(|run| *run.borrow_mut() = Some(errors.clone()));
 
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
-    let (history, trace, events) = tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(supervise(scenario.clone()))
-    });
+    let (history, trace, events) = runtime.block_on(supervise(scenario.clone()));
+    RUN_ERRORS.with(|run| *run.borrow_mut() = None);
     let invariant_errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     RunOutput {
         history,
@@ -224,21 +243,18 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
     //    node's crash and faults can reach them.
     let mut env = NodeEnv::default();
     for index in 0..topology.ring.len() {
-        let (topology, disk) = (topology.clone(), env.disk(&format!("ring-{}", index + 1)));
+        let name = format!("ring-{}", index + 1);
+        let (topology, disk, clock) = (topology.clone(), env.disk(&name), env.clock(&name));
         let addr = topology.ring[index];
-        host(
-            &handle,
-            &format!("ring-{}", index + 1),
-            addr.ip(),
-            move || {
-                let config = topology.ring_config(index, Arc::new(disk.clone()) as Arc<dyn Disk>);
-                async move {
-                    if let Err(error) = ring::node::run(listen(addr).await, config).await {
-                        panic!("ring node at {addr} failed to start: {error}");
-                    }
+        host(&handle, &name, addr.ip(), move || {
+            let disk = Arc::new(disk.clone()) as Arc<dyn Disk>;
+            let config = topology.ring_config(index, disk, clock.clone());
+            async move {
+                if let Err(error) = ring::node::run(listen(addr).await, config).await {
+                    panic!("ring node at {addr} failed to start: {error}");
                 }
-            },
-        );
+            }
+        });
     }
     let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("guild"));
     host(&handle, "guild", topology.guild.ip(), move || {

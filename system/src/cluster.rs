@@ -15,6 +15,7 @@ use crate::env::disk::Disk;
 use crate::gateway::GatewayConfig;
 use crate::guild::GuildConfig;
 use crate::ring::client::StoreClient;
+use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
 use crate::ring::node::RingNodeConfig;
 use crate::ring::Consistency;
 
@@ -48,11 +49,18 @@ impl Topology {
     }
 
     /// Ring node `index`'s configuration.
-    pub fn ring_config(&self, index: usize, disk: Arc<dyn Disk>) -> RingNodeConfig {
+    pub fn ring_config(
+        &self,
+        index: usize,
+        disk: Arc<dyn Disk>,
+        clock: NodeClock,
+    ) -> RingNodeConfig {
         RingNodeConfig {
             addr: self.ring[index],
             replicas: self.ring.clone(),
             disk,
+            clock,
+            hint_window_ms: HINT_WINDOW_MS_DEFAULT,
         }
     }
 

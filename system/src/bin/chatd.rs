@@ -166,7 +166,7 @@ mod real {
         for (index, listener) in ring_listeners.into_iter().enumerate() {
             let dir = data_dir.join(format!("ring-{}", index + 1));
             let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
-            let config = topology.ring_config(index, disk);
+            let config = topology.ring_config(index, disk, NodeClock::new());
             say!(
                 "chatd ring node {} at {} data {}",
                 index + 1,

@@ -103,7 +103,7 @@ impl StoreClient {
         {
             RingResponse::Written => Ok(()),
             RingResponse::Failed(error) => Err(error),
-            RingResponse::Rows(_) => Err(StoreError::Storage("a write answered rows".into())),
+            other => Err(StoreError::Storage(format!("a write answered {other:?}"))),
         }
     }
 
@@ -138,8 +138,8 @@ impl StoreClient {
             {
                 RingResponse::Rows(rows) => rows,
                 RingResponse::Failed(error) => return Err(error),
-                RingResponse::Written => {
-                    return Err(StoreError::Storage("a read answered a write".into()))
+                other => {
+                    return Err(StoreError::Storage(format!("a read answered {other:?}")));
                 }
             };
             messages.extend(rows.into_iter().filter_map(|row| row.cell.value));

@@ -16,8 +16,10 @@
 //! TODO(ring-repair): hints, anti-entropy repair, sorted tables and compaction.
 
 pub mod client;
+pub mod coordinator;
 pub mod engine;
 pub mod hints;
+pub mod liveness;
 pub mod node;
 
 use serde::{Deserialize, Serialize};
@@ -105,18 +107,25 @@ pub struct PartitionQuery {
 pub enum Consistency {
     /// One replica.
     One,
-    /// A majority of replicas.
+    /// Two replicas.
+    Two,
+    /// A majority of all replicas: floor(RF / 2) + 1.
     Quorum,
+    /// A majority of the replicas in the coordinator's datacenter.
+    LocalQuorum,
     /// Every replica.
     All,
 }
 
 impl Consistency {
-    /// Replies required out of `replica_count`.
-    pub fn required(self, replica_count: usize) -> usize {
+    /// Replies required out of `replica_count` replicas, `local_count` of them in the
+    /// coordinator's datacenter.
+    pub fn required(self, replica_count: usize, local_count: usize) -> usize {
         match self {
             Consistency::One => 1,
+            Consistency::Two => 2,
             Consistency::Quorum => replica_count / 2 + 1,
+            Consistency::LocalQuorum => local_count / 2 + 1,
             Consistency::All => replica_count,
         }
     }
@@ -235,10 +244,19 @@ mod tests {
     }
 
     #[test]
-    fn quorum_of_three_is_two() {
-        assert_eq!(Consistency::Quorum.required(3), 2);
-        assert_eq!(Consistency::All.required(3), 3);
-        assert_eq!(Consistency::One.required(3), 1);
+    fn required_replies_per_level() {
+        // RF 3 in one datacenter; then RF 5 with 3 of them local.
+        let levels = [
+            Consistency::One,
+            Consistency::Two,
+            Consistency::Quorum,
+            Consistency::LocalQuorum,
+            Consistency::All,
+        ];
+        let one_dc: Vec<usize> = levels.iter().map(|l| l.required(3, 3)).collect();
+        assert_eq!(one_dc, vec![1, 2, 2, 2, 3]);
+        let two_dc: Vec<usize> = levels.iter().map(|l| l.required(5, 3)).collect();
+        assert_eq!(two_dc, vec![1, 2, 3, 2, 5]);
     }
 
     #[test]

@@ -1,22 +1,21 @@
 //! A ring node: a replica that also coordinates requests from any client.
 //!
-//! As coordinator it sends a write to every replica at once and answers when the consistency
-//! level's share has acknowledged; slower replicas still get the write, since each replica
-//! call runs in its own task. A read asks every replica, waits for the required share, and
-//! reconciles their rows under LWW, then repairs the replicas that answered with stale data
-//! before answering. Replicas that fail or miss the deadline count as missing.
+//! This module holds the node's wire protocol, its replica-local operations and its start-up;
+//! the coordinator's side (consistency levels, hints, digest reads, read repair) is in
+//! [`super::coordinator`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 
 use super::engine::Engine;
-use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
-use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use super::hints::HintStore;
+use super::liveness::LivenessView;
+use super::{Consistency, PartitionQuery, Row, StoreError};
+use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::rpc::{serve_rpc, RpcClient};
 
@@ -47,6 +46,13 @@ pub enum RingRequest {
         /// The slice.
         query: PartitionQuery,
     },
+    /// The digest of a slice on this replica only.
+    ReplicaDigest {
+        /// The slice.
+        query: PartitionQuery,
+    },
+    /// Are you there? (Hint delivery probes peers believed down.)
+    Ping,
 }
 
 /// A ring node's answer.
@@ -56,6 +62,10 @@ pub enum RingResponse {
     Written,
     /// The rows read, reconciled and newest first.
     Rows(Vec<Row>),
+    /// A replica's digest of a slice.
+    Digest(u64),
+    /// The answer to a ping.
+    Pong,
     /// The operation failed.
     Failed(StoreError),
 }
@@ -69,13 +79,20 @@ pub struct RingNodeConfig {
     pub replicas: Vec<SocketAddr>,
     /// This node's disk.
     pub disk: Arc<dyn Disk>,
+    /// This node's clock (hint windows).
+    pub clock: NodeClock,
+    /// How long a replica may be down and still collect hints.
+    pub hint_window_ms: i64,
 }
 
-struct RingNode {
-    addr: SocketAddr,
-    replicas: Vec<SocketAddr>,
-    engine: Mutex<Engine>,
-    rpc: RpcClient,
+pub(super) struct RingNode {
+    pub(super) addr: SocketAddr,
+    pub(super) replicas: Vec<SocketAddr>,
+    pub(super) engine: Mutex<Engine>,
+    pub(super) rpc: RpcClient,
+    pub(super) clock: NodeClock,
+    pub(super) hints: Mutex<HintStore>,
+    pub(super) liveness: LivenessView,
 }
 
 /// Runs a ring node on `listener` until the task is dropped.
@@ -91,12 +108,17 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
         tail_bytes_discarded = replay.tail_bytes_discarded,
         "ring_node_started"
     );
+    let hints = HintStore::open(config.disk.clone(), config.hint_window_ms)?;
     let node = Arc::new(RingNode {
         addr: config.addr,
         replicas: config.replicas,
         engine: Mutex::new(engine),
         rpc: RpcClient::new(),
+        clock: config.clock,
+        hints: Mutex::new(hints),
+        liveness: LivenessView::new(),
     });
+    tokio::spawn(node.clone().deliver_hints());
     serve_rpc(listener, move |request: RingRequest| {
         let node = node.clone();
         async move { node.handle(request).await }
@@ -106,7 +128,7 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
 }
 
 impl RingNode {
-    async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
+    pub(super) async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
         match request {
             RingRequest::Write { row, consistency } => {
                 self.coordinate_write(row, consistency).await
@@ -118,10 +140,14 @@ impl RingNode {
             RingRequest::ReplicaRead { query } => {
                 RingResponse::Rows(self.engine.lock().await.read(&query))
             }
+            RingRequest::ReplicaDigest { query } => {
+                RingResponse::Digest(digest(&self.engine.lock().await.read(&query)))
+            }
+            RingRequest::Ping => RingResponse::Pong,
         }
     }
 
-    async fn apply_local(&self, row: Row) -> RingResponse {
+    pub(super) async fn apply_local(&self, row: Row) -> RingResponse {
         match self.engine.lock().await.apply(row) {
             Ok(()) => RingResponse::Written,
             Err(error) => {
@@ -130,105 +156,10 @@ impl RingNode {
             }
         }
     }
+}
 
-    /// Sends `request` to every replica, each in its own task, and returns the channel their
-    /// answers arrive on (a missing or failed replica sends `None`).
-    fn fan_out(
-        self: &Arc<Self>,
-        request: RingRequest,
-        timeout_ms: u64,
-    ) -> mpsc::Receiver<(SocketAddr, Option<RingResponse>)> {
-        let (tx, rx) = mpsc::channel(self.replicas.len());
-        for &replica in &self.replicas {
-            let (node, request, tx) = (self.clone(), request.clone(), tx.clone());
-            tokio::spawn(async move {
-                let answer = if replica == node.addr {
-                    Some(Box::pin(node.clone().handle(request)).await)
-                } else {
-                    let timeout = Duration::from_millis(timeout_ms);
-                    node.rpc
-                        .call::<_, RingResponse>(replica, &request, timeout)
-                        .await
-                        .ok()
-                };
-                let _ = tx.send((replica, answer)).await;
-            });
-        }
-        rx
-    }
-
-    async fn coordinate_write(self: Arc<Self>, row: Row, consistency: Consistency) -> RingResponse {
-        let required = consistency.required(self.replicas.len());
-        let mut answers = self.fan_out(RingRequest::ReplicaWrite { row }, WRITE_TIMEOUT_MS);
-
-        // Count acknowledgements until enough arrive or every replica has answered.
-        let mut received = 0;
-        while let Some((_replica, answer)) = answers.recv().await {
-            if matches!(answer, Some(RingResponse::Written)) {
-                received += 1;
-            }
-            if received >= required {
-                return RingResponse::Written;
-            }
-        }
-        RingResponse::Failed(StoreError::Timeout { required, received })
-    }
-
-    async fn coordinate_read(
-        self: Arc<Self>,
-        query: PartitionQuery,
-        consistency: Consistency,
-    ) -> RingResponse {
-        let required = consistency.required(self.replicas.len());
-        let query_limit = query.limit;
-        let mut answers = self.fan_out(RingRequest::ReplicaRead { query }, READ_TIMEOUT_MS);
-
-        // TODO(ring-repair): digest reads instead of a full data read from every replica.
-        let mut replies: Vec<(SocketAddr, Vec<Row>)> = Vec::new();
-        while let Some((replica, answer)) = answers.recv().await {
-            if let Some(RingResponse::Rows(rows)) = answer {
-                replies.push((replica, rows));
-            }
-            if replies.len() >= required {
-                let all_rows = replies.iter().flat_map(|(_, rows)| rows.iter().cloned());
-                let merged: Vec<Row> = reconcile(all_rows).into_iter().take(query_limit).collect();
-                self.repair(&replies, &merged).await;
-                return RingResponse::Rows(merged);
-            }
-        }
-        let received = replies.len();
-        RingResponse::Failed(StoreError::Timeout { required, received })
-    }
-
-    /// Blocking read repair: before answering, write the reconciled winner to every replica
-    /// that answered with an older version or none, so a later quorum read cannot miss what
-    /// this one returned (Cassandra's monotonic quorum reads).
-    async fn repair(self: &Arc<Self>, replies: &[(SocketAddr, Vec<Row>)], merged: &[Row]) {
-        let mut repairs = Vec::new();
-        for (replica, rows) in replies {
-            for winner in merged {
-                let held = rows.iter().find(|row| row.key == winner.key);
-                let stale = held.is_none_or(|row| winner.cell.supersedes(&row.cell));
-                if stale {
-                    repairs.push((*replica, winner.clone()));
-                }
-            }
-        }
-        for (replica, row) in repairs {
-            tracing::debug!(%replica, message_id = row.key.message_id, "read_repair");
-            if replica == self.addr {
-                self.apply_local(row).await;
-                continue;
-            }
-            let request = RingRequest::ReplicaWrite { row };
-            let timeout = Duration::from_millis(WRITE_TIMEOUT_MS);
-            if let Err(error) = self
-                .rpc
-                .call::<_, RingResponse>(replica, &request, timeout)
-                .await
-            {
-                tracing::debug!(%replica, %error, "read_repair_failed");
-            }
-        }
-    }
+/// A replica's digest of the rows it answers a slice with (keys, timestamps and values).
+pub fn digest(rows: &[Row]) -> u64 {
+    let bytes = serde_json::to_vec(rows).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }

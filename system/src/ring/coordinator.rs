@@ -1,0 +1,428 @@
+//! The coordinator's side of a ring node: what any node does for a client's request.
+//!
+//! - **Writes** go to every replica believed up, each in its own task, and the coordinator
+//!   answers once the consistency level's share acknowledged. If fewer replicas are believed
+//!   up than the level needs, it answers Unavailable and sends nothing. A replica believed
+//!   down, or one that fails or misses the write timeout, gets a hint instead; too few
+//!   acknowledgements in time is a Timeout, whose outcome is unknown to the client.
+//! - **Reads** take a full data read from one replica and digests from enough others to meet
+//!   the level (ONE asks one replica and never repairs). If the digests disagree it reads the
+//!   data of every contacted replica, reconciles them under LWW and, before answering, writes
+//!   the winners back to the replicas that were stale (blocking read repair, which makes
+//!   quorum reads monotonic). Short-read protection asks a replica that filled its page for
+//!   the next page, until the merged result can be trusted to the limit.
+//! - **Hint delivery**: every second the node probes peers it believes down and hands a peer
+//!   that answers its hints, with their original timestamps.
+//!
+//! TODO(ring-placement): replicas are every ring node (RF = node count); token-aware placement
+//! replaces [`RingNode::replicas_for`].
+//! TODO(ring-membership): peers are believed down from failed connections and up from probes;
+//! gossip with a phi-accrual detector replaces the probes.
+//! - **Speculative retry**: a contacted replica that does not answer is replaced by a live
+//!   replica that was not contacted yet.
+//!
+//! TODO(ring-reads): retries happen only after a failure, not after a latency percentile as
+//! Cassandra's `speculative_retry` does.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::mpsc;
+
+use super::node::{digest, RingNode, RingRequest, RingResponse};
+use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
+use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::rpc::RpcError;
+
+/// Rounds of short-read protection before a read settles for what it has.
+const SHORT_READ_ROUNDS_MAX: usize = 8;
+/// How often hints are delivered and down peers probed.
+const HINT_DELIVERY_PERIOD: Duration = Duration::from_secs(1);
+/// Hints sent to one target per delivery round.
+const HINT_BATCH_MAX: usize = 256;
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One contacted replica's answer to a read, as the coordinator merges it.
+struct ReplicaRows {
+    addr: SocketAddr,
+    rows: Vec<Row>,
+    /// The oldest message id it returned so far.
+    oldest: Option<u64>,
+    /// Whether its last page was full, so it may hold older rows it did not return.
+    cut: bool,
+}
+
+impl RingNode {
+    /// [`RingNode::handle`] behind a named `Send` future: a coordinator handling its own
+    /// replica call recurses into `handle`, and the box breaks the cycle in the future's type.
+    fn handle_boxed(
+        self: Arc<Self>,
+        request: RingRequest,
+    ) -> Pin<Box<dyn Future<Output = RingResponse> + Send>> {
+        Box::pin(self.handle(request))
+    }
+
+    /// The replicas of the partition holding `channel_id`'s `bucket`, this node first if it is
+    /// one of them.
+    pub(super) fn replicas_for(&self, _channel_id: u64, _bucket: u32) -> Vec<SocketAddr> {
+        let mut replicas = self.replicas.clone();
+        replicas.sort_by_key(|r| *r != self.addr);
+        debug_assert!(replicas.len() == super::REPLICATION_FACTOR);
+        replicas
+    }
+
+    fn split_by_liveness(&self, replicas: &[SocketAddr]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        replicas
+            .iter()
+            .partition(|r| **r == self.addr || self.liveness.is_up(**r))
+    }
+
+    /// Sends `request` to `replica` (or handles it here); `None` if it did not answer.
+    async fn call_replica(
+        self: &Arc<Self>,
+        replica: SocketAddr,
+        request: RingRequest,
+        timeout_ms: u64,
+    ) -> Option<RingResponse> {
+        if replica == self.addr {
+            return Some(self.clone().handle_boxed(request).await);
+        }
+        let timeout = Duration::from_millis(timeout_ms);
+        match self
+            .rpc
+            .call::<_, RingResponse>(replica, &request, timeout)
+            .await
+        {
+            Ok(response) => Some(response),
+            Err(RpcError::Unreachable { reason, .. }) => {
+                self.believe_down(replica, &reason).await;
+                None
+            }
+            Err(RpcError::Unknown { .. }) => None,
+        }
+    }
+
+    async fn believe_down(&self, peer: SocketAddr, reason: &str) {
+        let now_ms = self.clock.now_ms();
+        if self.liveness.mark_down(peer, now_ms) {
+            tracing::info!(addr = %self.addr, %peer, reason, "peer_down");
+            if let Err(error) = self.hints.lock().await.mark_down(peer, now_ms) {
+                tracing::warn!(%error, "hint_window_save_failed");
+            }
+        }
+    }
+
+    async fn hint(&self, target: SocketAddr, row: Row) {
+        let now_ms = self.clock.now_ms();
+        match self.hints.lock().await.add(target, row, now_ms) {
+            Ok(true) => tracing::debug!(%target, "hint_stored"),
+            Ok(false) => tracing::debug!(%target, "hint_window_passed"),
+            Err(error) => tracing::warn!(%target, %error, "hint_store_failed"),
+        }
+    }
+
+    pub(super) async fn coordinate_write(
+        self: Arc<Self>,
+        row: Row,
+        consistency: Consistency,
+    ) -> RingResponse {
+        // 1. Enough replicas believed up, or nothing is sent.
+        let replicas = self.replicas_for(row.key.channel_id, row.key.bucket);
+        let (up, down) = self.split_by_liveness(&replicas);
+        let required = consistency.required(replicas.len(), replicas.len());
+        if up.len() < required {
+            return RingResponse::Failed(StoreError::Unavailable {
+                required,
+                alive: up.len(),
+            });
+        }
+
+        // 2. Hints for the replicas believed down.
+        for target in down {
+            self.hint(target, row.clone()).await;
+        }
+
+        // 3. Every live replica gets the write in its own task; a failed or late one, a hint.
+        let (tx, mut acks) = mpsc::channel(up.len());
+        for replica in up {
+            let (node, row, tx) = (self.clone(), row.clone(), tx.clone());
+            tokio::spawn(async move {
+                let request = RingRequest::ReplicaWrite { row: row.clone() };
+                let answer = node.call_replica(replica, request, WRITE_TIMEOUT_MS).await;
+                let acked = matches!(answer, Some(RingResponse::Written));
+                if !acked && replica != node.addr {
+                    node.hint(replica, row).await;
+                }
+                let _ = tx.send(acked).await;
+            });
+        }
+        drop(tx);
+
+        // 4. Answer at the level's share.
+        let mut received = 0;
+        while let Some(acked) = acks.recv().await {
+            received += usize::from(acked);
+            if received >= required {
+                return RingResponse::Written;
+            }
+        }
+        RingResponse::Failed(StoreError::Timeout { required, received })
+    }
+
+    pub(super) async fn coordinate_read(
+        self: Arc<Self>,
+        query: PartitionQuery,
+        consistency: Consistency,
+    ) -> RingResponse {
+        // 1. Enough replicas believed up, or nothing is sent.
+        let replicas = self.replicas_for(query.channel_id, query.bucket);
+        let (up, _down) = self.split_by_liveness(&replicas);
+        let required = consistency.required(replicas.len(), replicas.len());
+        if up.len() < required {
+            return RingResponse::Failed(StoreError::Unavailable {
+                required,
+                alive: up.len(),
+            });
+        }
+        let mut spares: VecDeque<SocketAddr> = up.iter().skip(required).copied().collect();
+        let mut contacted: Vec<SocketAddr> = up.into_iter().take(required).collect();
+
+        // 2. Data from the first, digests from the others, at once.
+        let data = self.call_replica(
+            contacted[0],
+            RingRequest::ReplicaRead {
+                query: query.clone(),
+            },
+            READ_TIMEOUT_MS,
+        );
+        let digests = join_all(contacted[1..].iter().map(|&replica| {
+            let request = RingRequest::ReplicaDigest {
+                query: query.clone(),
+            };
+            self.call_replica(replica, request, READ_TIMEOUT_MS)
+        }));
+        let (data, digests) = futures_util::future::join(data, digests).await;
+
+        // 3. A replica that did not answer is replaced by a spare live one (speculative
+        //    retry); with no spare left the read times out.
+        let data_request = RingRequest::ReplicaRead {
+            query: query.clone(),
+        };
+        let rows = match data {
+            Some(RingResponse::Rows(rows)) => rows,
+            _ => match self.retry_on_spares(&mut spares, &data_request).await {
+                Some((addr, RingResponse::Rows(rows))) => {
+                    contacted[0] = addr;
+                    rows
+                }
+                _ => {
+                    return RingResponse::Failed(StoreError::Timeout {
+                        required,
+                        received: 0,
+                    })
+                }
+            },
+        };
+        let expected = digest(&rows);
+        let mut agreed = true;
+        let digest_request = RingRequest::ReplicaDigest {
+            query: query.clone(),
+        };
+        for (slot, answer) in digests.into_iter().enumerate() {
+            let answer = match answer {
+                Some(answer @ RingResponse::Digest(_)) => answer,
+                _ => match self.retry_on_spares(&mut spares, &digest_request).await {
+                    Some((addr, answer)) => {
+                        contacted[slot + 1] = addr;
+                        answer
+                    }
+                    None => {
+                        let received = slot + 1;
+                        return RingResponse::Failed(StoreError::Timeout { required, received });
+                    }
+                },
+            };
+            agreed &= matches!(answer, RingResponse::Digest(d) if d == expected);
+        }
+
+        // 4. Agreement on a page that is complete to the limit: answer it as it is.
+        let live = rows.iter().filter(|r| r.cell.value.is_some()).count();
+        if agreed && (live >= query.limit || rows.len() < query.limit) {
+            return RingResponse::Rows(live_rows(rows, query.limit));
+        }
+        if !agreed {
+            tracing::debug!(addr = %self.addr, channel = query.channel_id, "digest_mismatch");
+        }
+
+        // 5. Otherwise reconcile every contacted replica's data, repairing the stale ones.
+        self.reconcile_read(&contacted, &query, required).await
+    }
+
+    /// Asks spare replicas in turn until one gives the answer `request` expects.
+    async fn retry_on_spares(
+        self: &Arc<Self>,
+        spares: &mut VecDeque<SocketAddr>,
+        request: &RingRequest,
+    ) -> Option<(SocketAddr, RingResponse)> {
+        while let Some(spare) = spares.pop_front() {
+            tracing::debug!(addr = %self.addr, %spare, "speculative_retry");
+            let answer = self
+                .call_replica(spare, request.clone(), READ_TIMEOUT_MS)
+                .await;
+            match (request, answer) {
+                (RingRequest::ReplicaRead { .. }, Some(rows @ RingResponse::Rows(_))) => {
+                    return Some((spare, rows));
+                }
+                (RingRequest::ReplicaDigest { .. }, Some(d @ RingResponse::Digest(_))) => {
+                    return Some((spare, d));
+                }
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Full data reads from `contacted`, merged with short-read protection, then repaired.
+    async fn reconcile_read(
+        self: &Arc<Self>,
+        contacted: &[SocketAddr],
+        query: &PartitionQuery,
+        required: usize,
+    ) -> RingResponse {
+        let mut views = Vec::new();
+        for &addr in contacted {
+            let request = RingRequest::ReplicaRead {
+                query: query.clone(),
+            };
+            let Some(RingResponse::Rows(rows)) =
+                self.call_replica(addr, request, READ_TIMEOUT_MS).await
+            else {
+                return RingResponse::Failed(StoreError::Timeout {
+                    required,
+                    received: views.len(),
+                });
+            };
+            let oldest = rows.last().map(|r| r.key.message_id);
+            let cut = rows.len() >= query.limit;
+            views.push(ReplicaRows {
+                addr,
+                rows,
+                oldest,
+                cut,
+            });
+        }
+
+        for round in 0.. {
+            // The merge is trustworthy down to the oldest id a full page stopped at.
+            let all = views.iter().flat_map(|v| v.rows.iter().cloned());
+            let frontier = views
+                .iter()
+                .filter(|v| v.cut)
+                .filter_map(|v| v.oldest)
+                .max();
+            let trusted: Vec<Row> = reconcile(all)
+                .into_iter()
+                .filter(|r| frontier.is_none_or(|f| r.key.message_id >= f))
+                .collect();
+            let live = trusted.iter().filter(|r| r.cell.value.is_some()).count();
+            if live >= query.limit || frontier.is_none() || round >= SHORT_READ_ROUNDS_MAX {
+                self.repair(&views, &trusted).await;
+                return RingResponse::Rows(live_rows(trusted, query.limit));
+            }
+
+            // Short-read protection: the next page from each replica that filled its page.
+            for view in views.iter_mut().filter(|v| v.cut) {
+                let more = PartitionQuery {
+                    before: view.oldest,
+                    ..query.clone()
+                };
+                let request = RingRequest::ReplicaRead { query: more };
+                let Some(RingResponse::Rows(rows)) =
+                    self.call_replica(view.addr, request, READ_TIMEOUT_MS).await
+                else {
+                    return RingResponse::Failed(StoreError::Timeout {
+                        required,
+                        received: 0,
+                    });
+                };
+                view.cut = rows.len() >= query.limit;
+                view.oldest = rows.last().map(|r| r.key.message_id).or(view.oldest);
+                view.rows.extend(rows);
+            }
+        }
+        unreachable!("the loop returns by its last round")
+    }
+
+    /// Blocking read repair: writes each winner to every contacted replica that answered with
+    /// an older version or none, and waits for those writes.
+    async fn repair(self: &Arc<Self>, views: &[ReplicaRows], winners: &[Row]) {
+        let mut repairs = Vec::new();
+        for view in views {
+            for winner in winners {
+                let held = view.rows.iter().find(|row| row.key == winner.key);
+                if held.is_none_or(|row| winner.cell.supersedes(&row.cell)) {
+                    repairs.push((view.addr, winner.clone()));
+                }
+            }
+        }
+        let writes = repairs.into_iter().map(|(replica, row)| {
+            tracing::debug!(%replica, message_id = row.key.message_id, "read_repair");
+            self.call_replica(replica, RingRequest::ReplicaWrite { row }, WRITE_TIMEOUT_MS)
+        });
+        join_all(writes).await;
+    }
+
+    /// Probes down peers and delivers hints to live ones, every [`HINT_DELIVERY_PERIOD`].
+    pub(super) async fn deliver_hints(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(HINT_DELIVERY_PERIOD).await;
+
+            // 1. Who came back.
+            for peer in self.liveness.down() {
+                let pong =
+                    self.rpc
+                        .call::<_, RingResponse>(peer, &RingRequest::Ping, PROBE_TIMEOUT);
+                if let Ok(RingResponse::Pong) = pong.await {
+                    self.liveness.mark_up(peer);
+                    tracing::info!(addr = %self.addr, %peer, "peer_up");
+                    if let Err(error) = self.hints.lock().await.mark_up(peer) {
+                        tracing::warn!(%error, "hint_window_save_failed");
+                    }
+                }
+            }
+
+            // 2. Their hints, oldest first, until one fails.
+            let targets = self.hints.lock().await.targets();
+            for target in targets.into_iter().filter(|t| self.liveness.is_up(*t)) {
+                let batch = self.hints.lock().await.hints_for(target);
+                let mut delivered = 0;
+                for row in batch.into_iter().take(HINT_BATCH_MAX) {
+                    let request = RingRequest::ReplicaWrite { row };
+                    match self.call_replica(target, request, WRITE_TIMEOUT_MS).await {
+                        Some(RingResponse::Written) => delivered += 1,
+                        _ => break,
+                    }
+                }
+                if delivered > 0 {
+                    tracing::debug!(%target, delivered, "hints_delivered");
+                    if let Err(error) = self.hints.lock().await.delivered(target, delivered) {
+                        tracing::warn!(%target, %error, "hint_delete_failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live rows of `rows`, at most `limit`, in their order.
+fn live_rows(rows: Vec<Row>, limit: usize) -> Vec<Row> {
+    rows.into_iter()
+        .filter(|r| r.cell.value.is_some())
+        .take(limit)
+        .collect()
+}
