@@ -4,8 +4,14 @@
 //! first in a rotation that starts at the channel's hash. A coordinator that cannot be reached
 //! or does not answer is skipped for the next one; that retry is safe because a write carries
 //! its own key and timestamp, so applying it twice changes nothing.
+//!
+//! History walks a channel's buckets newest first, back to the channel's own bucket (a channel
+//! is older than its messages). Like Discord's query code, a client remembers the buckets it
+//! found empty once they are settled (ended a day ago), and skips them afterwards.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::node::{RingRequest, RingResponse};
@@ -37,6 +43,8 @@ pub struct StoreClient {
     rpc: RpcClient,
     consistency: Consistency,
     clock: NodeClock,
+    /// Per channel, buckets read whole and found empty, which later reads skip.
+    empty_buckets: Arc<Mutex<BTreeMap<u64, BTreeSet<u32>>>>,
 }
 
 impl StoreClient {
@@ -52,6 +60,7 @@ impl StoreClient {
             rpc: RpcClient::new(),
             consistency,
             clock,
+            empty_buckets: Arc::default(),
         }
     }
 
@@ -77,6 +86,25 @@ impl StoreClient {
             }
         }
         Err(StoreError::NoCoordinator(failures.join("; ")))
+    }
+
+    /// Buckets below this one can no longer get messages: they ended a day or more ago, by this
+    /// node's clock (the margin covers writers whose clocks lag behind).
+    fn settled_bucket(&self) -> u32 {
+        let day_ms = 24 * 60 * 60 * 1000;
+        bucket_of(ids::from_timestamp_ms(self.clock.now_ms() - day_ms))
+    }
+
+    fn known_empty(&self, channel_id: u64, bucket: u32) -> bool {
+        let empty = self.empty_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        empty
+            .get(&channel_id)
+            .is_some_and(|buckets| buckets.contains(&bucket))
+    }
+
+    fn remember_empty(&self, channel_id: u64, bucket: u32) {
+        let mut empty = self.empty_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        empty.entry(channel_id).or_default().insert(bucket);
     }
 
     /// Stores `message` with write timestamp `write_us`.
@@ -117,9 +145,16 @@ impl StoreClient {
         let oldest_bucket = bucket_of(query.channel_id);
         let mut messages = Vec::new();
 
-        // TODO(ring-buckets): skip buckets known to be empty instead of reading each one.
         let mut bucket = newest_bucket.max(oldest_bucket);
+        let settled = self.settled_bucket();
         loop {
+            if self.known_empty(query.channel_id, bucket) {
+                if bucket <= oldest_bucket {
+                    break;
+                }
+                bucket -= 1;
+                continue;
+            }
             let remaining = query.limit - messages.len();
             let slice = PartitionQuery {
                 channel_id: query.channel_id,
@@ -142,6 +177,11 @@ impl StoreClient {
                     return Err(StoreError::Storage(format!("a read answered {other:?}")));
                 }
             };
+            // A settled bucket read whole with nothing in it stays empty: skip it from now on.
+            let whole = query.before.is_none_or(|b| bucket < bucket_of(b));
+            if rows.is_empty() && whole && bucket < settled {
+                self.remember_empty(query.channel_id, bucket);
+            }
             messages.extend(rows.into_iter().filter_map(|row| row.cell.value));
             if messages.len() >= query.limit || bucket <= oldest_bucket {
                 break;
