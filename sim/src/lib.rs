@@ -4,5 +4,7 @@
 pub mod client;
 pub mod recorder;
 #[cfg(madsim)]
+pub mod ringsim;
+#[cfg(madsim)]
 pub mod runner;
 pub mod scenario;

@@ -137,8 +137,12 @@ impl HintStore {
         Ok(())
     }
 
-    /// Whether a write that `target` missed at `now_ms` should become a hint.
+    /// Whether a write that `target` missed at `now_ms` should become a hint. A window of 0
+    /// or less turns hinted handoff off.
     pub fn within_window(&self, target: SocketAddr, now_ms: i64) -> bool {
+        if self.window_ms <= 0 {
+            return false;
+        }
         self.down_since_ms
             .get(&target)
             .is_none_or(|since| now_ms - since < self.window_ms)
