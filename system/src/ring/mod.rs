@@ -9,8 +9,10 @@
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
 //! newest first, with 10-day buckets.
 //!
-//! TODO(ring-placement): Murmur3 tokens, vnodes and placement strategies; with three nodes and
-//! RF 3 every node holds every partition, so placement is trivial for now.
+//! Murmur3 tokens ([`token`]) and vnode placement under SimpleStrategy and
+//! NetworkTopologyStrategy ([`placement`]) are modelled as pure functions.
+//! TODO(ring-placement): the coordinator does not consult them yet; with three nodes and RF 3
+//! every node holds every partition, so placement is trivial for now.
 //! TODO(ring-membership): gossip and failure detection, so a coordinator can answer
 //! Unavailable before sending; today too few replies always surface as Timeout.
 //! TODO(ring-repair): hints, anti-entropy repair, sorted tables and compaction.
@@ -21,6 +23,8 @@ pub mod engine;
 pub mod hints;
 pub mod liveness;
 pub mod node;
+pub mod placement;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 
