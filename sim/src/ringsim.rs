@@ -13,8 +13,9 @@ use std::time::Duration;
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{CrashLoss, Disk, SimDisk};
 use chat_system::ring::client::StoreClient;
+use chat_system::ring::layout::RingLayout;
 use chat_system::ring::node::{RingNodeConfig, RingRequest, RingResponse};
-use chat_system::ring::{Consistency, PartitionQuery, Row};
+use chat_system::ring::{Consistency, PartitionQuery, Row, REPLICATION_FACTOR};
 use chat_system::rpc::RpcClient;
 use madsim::runtime::{Handle, NodeHandle};
 use tokio::net::TcpListener;
@@ -63,13 +64,17 @@ impl RingCluster {
             .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)), RING_PORT))
             .collect();
         let (mut disks, mut clocks) = (BTreeMap::new(), BTreeMap::new());
+        let layout = Arc::new(RingLayout::single_datacenter(
+            addrs.clone(),
+            REPLICATION_FACTOR,
+        ));
         for (index, &addr) in addrs.iter().enumerate() {
             let (disk, clock) = (SimDisk::new(), NodeClock::new());
             disks.insert(node_name(index), disk.clone());
             clocks.insert(node_name(index), clock.clone());
             let config = RingNodeConfig {
                 addr,
-                replicas: addrs.clone(),
+                layout: layout.clone(),
                 disk: Arc::new(disk) as Arc<dyn Disk>,
                 clock,
                 hint_window_ms: shape.hint_window_ms,

@@ -16,8 +16,9 @@ use crate::gateway::GatewayConfig;
 use crate::guild::GuildConfig;
 use crate::ring::client::StoreClient;
 use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
+use crate::ring::layout::RingLayout;
 use crate::ring::node::RingNodeConfig;
-use crate::ring::Consistency;
+use crate::ring::{Consistency, REPLICATION_FACTOR};
 
 /// The heartbeat interval gateways announce unless told otherwise.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 41_250;
@@ -57,7 +58,10 @@ impl Topology {
     ) -> RingNodeConfig {
         RingNodeConfig {
             addr: self.ring[index],
-            replicas: self.ring.clone(),
+            layout: Arc::new(RingLayout::single_datacenter(
+                self.ring.clone(),
+                REPLICATION_FACTOR,
+            )),
             disk,
             clock,
             hint_window_ms: HINT_WINDOW_MS_DEFAULT,

@@ -14,8 +14,6 @@
 //! - **Hint delivery**: every second the node probes peers it believes down and hands a peer
 //!   that answers its hints, with their original timestamps.
 //!
-//! TODO(ring-placement): replicas are every ring node (RF = node count); token-aware placement
-//! replaces [`RingNode::replicas_for`].
 //! TODO(ring-membership): peers are believed down from failed connections and up from probes;
 //! gossip with a phi-accrual detector replaces the probes.
 //! - **Speculative retry**: a contacted replica that does not answer is replaced by a live
@@ -68,12 +66,20 @@ impl RingNode {
     }
 
     /// The replicas of the partition holding `channel_id`'s `bucket`, this node first if it is
-    /// one of them.
-    pub(super) fn replicas_for(&self, _channel_id: u64, _bucket: u32) -> Vec<SocketAddr> {
-        let mut replicas = self.replicas.clone();
+    /// one of them, then in ring order.
+    pub(super) fn replicas_for(&self, channel_id: u64, bucket: u32) -> Vec<SocketAddr> {
+        let mut replicas = self.layout.replicas(channel_id, bucket);
         replicas.sort_by_key(|r| *r != self.addr);
-        debug_assert!(replicas.len() == super::REPLICATION_FACTOR);
         replicas
+    }
+
+    /// How many of `replicas` are in this node's datacenter (for LOCAL_QUORUM).
+    fn local_count(&self, replicas: &[SocketAddr]) -> usize {
+        let local = self.layout.datacenter_of(self.addr);
+        replicas
+            .iter()
+            .filter(|r| self.layout.datacenter_of(**r) == local)
+            .count()
     }
 
     fn split_by_liveness(&self, replicas: &[SocketAddr]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
@@ -134,7 +140,7 @@ impl RingNode {
         // 1. Enough replicas believed up, or nothing is sent.
         let replicas = self.replicas_for(row.key.channel_id, row.key.bucket);
         let (up, down) = self.split_by_liveness(&replicas);
-        let required = consistency.required(replicas.len(), replicas.len());
+        let required = consistency.required(replicas.len(), self.local_count(&replicas));
         if up.len() < required {
             return RingResponse::Failed(StoreError::Unavailable {
                 required,
@@ -182,7 +188,7 @@ impl RingNode {
         // 1. Enough replicas believed up, or nothing is sent.
         let replicas = self.replicas_for(query.channel_id, query.bucket);
         let (up, _down) = self.split_by_liveness(&replicas);
-        let required = consistency.required(replicas.len(), replicas.len());
+        let required = consistency.required(replicas.len(), self.local_count(&replicas));
         if up.len() < required {
             return RingResponse::Failed(StoreError::Unavailable {
                 required,

@@ -1,26 +1,27 @@
 //! A Cassandra-style replicated store for the `messages` table.
 //!
-//! Modelled: three replicas holding every partition (RF 3 on three nodes), any node acting as
-//! coordinator, QUORUM (or ONE / ALL) writes and reads over the network with timeouts,
-//! per-row last-write-wins with Cassandra's tie-break (a tombstone beats a live cell at the
-//! same timestamp, then the greater value wins), and a per-node engine whose commit log is
-//! synced before a write is acknowledged (batch mode), replayed on restart.
+//! Modelled: Murmur3 tokens computed as Cassandra computes them ([`token`]); vnodes and
+//! replica placement under SimpleStrategy and NetworkTopologyStrategy ([`placement`], bound to
+//! addresses by [`layout`]); any node coordinating at ONE, TWO, QUORUM, LOCAL_QUORUM or ALL,
+//! with Unavailable kept apart from Timeout ([`coordinator`]); hinted handoff with a window
+//! that survives restarts ([`hints`]); digest reads, blocking read repair and short-read
+//! protection; per-cell last-write-wins with Cassandra's tie-break (a tombstone beats a live
+//! cell at the same timestamp, then the greater value wins); a per-node engine on the node's
+//! disk ([`engine`]).
 //!
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
-//! newest first, with 10-day buckets.
+//! newest first, with 10-day buckets; [`client`] walks buckets newest first.
 //!
-//! Murmur3 tokens ([`token`]) and vnode placement under SimpleStrategy and
-//! NetworkTopologyStrategy ([`placement`]) are modelled as pure functions.
-//! TODO(ring-placement): the coordinator does not consult them yet; with three nodes and RF 3
-//! every node holds every partition, so placement is trivial for now.
-//! TODO(ring-membership): gossip and failure detection, so a coordinator can answer
-//! Unavailable before sending; today too few replies always surface as Timeout.
-//! TODO(ring-repair): hints, anti-entropy repair, sorted tables and compaction.
+//! TODO(ring-membership): a coordinator believes a peer down from a failed connection and up
+//! from a probe; gossip and a phi-accrual detector are to replace both.
+//! TODO(ring-repair): anti-entropy repair with Merkle trees.
+//! Not modelled: TTL (expiring) cells, counters, lightweight transactions, topology changes.
 
 pub mod client;
 pub mod coordinator;
 pub mod engine;
 pub mod hints;
+pub mod layout;
 pub mod liveness;
 pub mod node;
 pub mod placement;

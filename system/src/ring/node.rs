@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use super::engine::Engine;
 use super::hints::HintStore;
+use super::layout::RingLayout;
 use super::liveness::LivenessView;
 use super::{Consistency, PartitionQuery, Row, StoreError};
 use crate::env::clock::NodeClock;
@@ -75,8 +76,8 @@ pub enum RingResponse {
 pub struct RingNodeConfig {
     /// This node's replica address (its own, as peers know it).
     pub addr: SocketAddr,
-    /// Every replica's address, this node's included.
-    pub replicas: Vec<SocketAddr>,
+    /// The ring: every node's address and who replicates what.
+    pub layout: Arc<RingLayout>,
     /// This node's disk.
     pub disk: Arc<dyn Disk>,
     /// This node's clock (hint windows).
@@ -87,7 +88,7 @@ pub struct RingNodeConfig {
 
 pub(super) struct RingNode {
     pub(super) addr: SocketAddr,
-    pub(super) replicas: Vec<SocketAddr>,
+    pub(super) layout: Arc<RingLayout>,
     pub(super) engine: Mutex<Engine>,
     pub(super) rpc: RpcClient,
     pub(super) clock: NodeClock,
@@ -98,8 +99,8 @@ pub(super) struct RingNode {
 /// Runs a ring node on `listener` until the task is dropped.
 pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Result<()> {
     assert!(
-        config.replicas.contains(&config.addr),
-        "a ring node is one of its replicas"
+        config.layout.addrs().contains(&config.addr),
+        "a ring node is in its own layout"
     );
     let (engine, replay) = Engine::open(config.disk.clone())?;
     tracing::info!(
@@ -111,7 +112,7 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
     let hints = HintStore::open(config.disk.clone(), config.hint_window_ms)?;
     let node = Arc::new(RingNode {
         addr: config.addr,
-        replicas: config.replicas,
+        layout: config.layout,
         engine: Mutex::new(engine),
         rpc: RpcClient::new(),
         clock: config.clock,
