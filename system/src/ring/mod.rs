@@ -17,6 +17,9 @@
 
 pub mod client;
 pub mod engine;
+pub mod failure_detector;
+pub mod gossip;
+pub mod merkle;
 pub mod node;
 
 use serde::{Deserialize, Serialize};
