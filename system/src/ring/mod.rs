@@ -20,9 +20,12 @@
 pub mod client;
 pub mod coordinator;
 pub mod engine;
+pub mod failure_detector;
+pub mod gossip;
 pub mod hints;
 pub mod layout;
 pub mod liveness;
+pub mod merkle;
 pub mod node;
 pub mod placement;
 pub mod token;
