@@ -12,7 +12,9 @@ fn main() {
 
 #[cfg(not(madsim))]
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
     let runtime = runtime.expect("a tokio runtime");
     runtime.block_on(bench::run());
 }
@@ -49,7 +51,9 @@ mod bench {
         latencies.sort();
         let at = |q: f64| {
             let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-            latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            latencies
+                .get(index)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         Figures {
             ops_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -61,10 +65,16 @@ mod bench {
     async fn start_ring(dir: &std::path::Path) -> Vec<SocketAddr> {
         let mut listeners = Vec::new();
         for _ in 0..3 {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
+            listeners.push(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback"),
+            );
         }
-        let addrs: Vec<SocketAddr> =
-            listeners.iter().map(|l| l.local_addr().expect("local addr")).collect();
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr"))
+            .collect();
         let layout = Arc::new(RingLayout::single_datacenter(addrs.clone(), 3));
         for (index, listener) in listeners.into_iter().enumerate() {
             let disk = RealDisk::open(dir.join(format!("ring-{}", index + 1))).expect("data dir");
@@ -110,8 +120,11 @@ mod bench {
         let (mut latencies, start, mut n) = (Vec::new(), Instant::now(), 0u64);
         while start.elapsed() < PHASE {
             n += 1;
-            let query =
-                HistoryQuery { channel_id: channel(n + u64::from(worker)), before: None, limit: 50 };
+            let query = HistoryQuery {
+                channel_id: channel(n + u64::from(worker)),
+                before: None,
+                limit: 50,
+            };
             let began = Instant::now();
             if store.history(query).await.is_ok() {
                 latencies.push(began.elapsed());

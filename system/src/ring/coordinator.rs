@@ -11,11 +11,11 @@
 //!   the winners back to the replicas that were stale (blocking read repair, which makes
 //!   quorum reads monotonic). Short-read protection asks a replica that filled its page for
 //!   the next page, until the merged result can be trusted to the limit.
-//! - **Hint delivery**: every second the node probes peers it believes down and hands a peer
-//!   that answers its hints, with their original timestamps.
+//! - **Liveness** is the gossip failure detector's (phi accrual, threshold 8): a peer never
+//!   heard from counts as up until the detector has samples of it.
+//! - **Hint delivery**: every second the node hands each target the detector holds up its
+//!   hints, with their original timestamps; a target held down keeps its hint window open.
 //!
-//! TODO(ring-membership): peers are believed down from failed connections and up from probes;
-//! gossip with a phi-accrual detector replaces the probes.
 //! - **Speculative retry**: a contacted replica that does not answer is replaced by a live
 //!   replica that was not contacted yet.
 //!
@@ -35,7 +35,6 @@ use tokio::sync::mpsc;
 use super::node::{digest, RingNode, RingRequest, RingResponse};
 use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
 use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
-use crate::rpc::RpcError;
 
 /// Rounds of short-read protection before a read settles for what it has.
 const SHORT_READ_ROUNDS_MAX: usize = 8;
@@ -43,7 +42,6 @@ const SHORT_READ_ROUNDS_MAX: usize = 8;
 const HINT_DELIVERY_PERIOD: Duration = Duration::from_secs(1);
 /// Hints sent to one target per delivery round.
 const HINT_BATCH_MAX: usize = 256;
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One contacted replica's answer to a read, as the coordinator merges it.
 struct ReplicaRows {
@@ -82,10 +80,19 @@ impl RingNode {
             .count()
     }
 
+    /// Whether `peer` is believed up: the failure detector's verdict once the peer has been
+    /// heard from; before that, optimistically up (a write it misses becomes a hint).
+    pub(super) fn is_up(&self, peer: SocketAddr) -> bool {
+        if peer == self.addr {
+            return true;
+        }
+        let now_ms = self.gossip.now_ms();
+        let gossiper = self.gossip.lock();
+        gossiper.detector().sample_count(peer) == 0 || gossiper.is_alive(peer, now_ms)
+    }
+
     fn split_by_liveness(&self, replicas: &[SocketAddr]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-        replicas
-            .iter()
-            .partition(|r| **r == self.addr || self.liveness.is_up(**r))
+        replicas.iter().partition(|r| self.is_up(**r))
     }
 
     /// Sends `request` to `replica` (or handles it here); `None` if it did not answer.
@@ -99,33 +106,23 @@ impl RingNode {
             return Some(self.clone().handle_boxed(request).await);
         }
         let timeout = Duration::from_millis(timeout_ms);
-        match self
-            .rpc
+        self.rpc
             .call::<_, RingResponse>(replica, &request, timeout)
             .await
-        {
-            Ok(response) => Some(response),
-            Err(RpcError::Unreachable { reason, .. }) => {
-                self.believe_down(replica, &reason).await;
-                None
-            }
-            Err(RpcError::Unknown { .. }) => None,
-        }
-    }
-
-    async fn believe_down(&self, peer: SocketAddr, reason: &str) {
-        let now_ms = self.clock.now_ms();
-        if self.liveness.mark_down(peer, now_ms) {
-            tracing::info!(addr = %self.addr, %peer, reason, "peer_down");
-            if let Err(error) = self.hints.lock().await.mark_down(peer, now_ms) {
-                tracing::warn!(%error, "hint_window_save_failed");
-            }
-        }
+            .ok()
     }
 
     async fn hint(&self, target: SocketAddr, row: Row) {
         let now_ms = self.clock.now_ms();
-        match self.hints.lock().await.add(target, row, now_ms) {
+        let mut hints = self.hints.lock().await;
+
+        // A target the detector holds down starts (or continues) its hint window.
+        if !self.is_up(target) {
+            if let Err(error) = hints.mark_down(target, now_ms) {
+                tracing::warn!(%error, "hint_window_save_failed");
+            }
+        }
+        match hints.add(target, row, now_ms) {
             Ok(true) => tracing::debug!(%target, "hint_stored"),
             Ok(false) => tracing::debug!(%target, "hint_window_passed"),
             Err(error) => tracing::warn!(%target, %error, "hint_store_failed"),
@@ -383,43 +380,42 @@ impl RingNode {
         join_all(writes).await;
     }
 
-    /// Probes down peers and delivers hints to live ones, every [`HINT_DELIVERY_PERIOD`].
+    /// Every [`HINT_DELIVERY_PERIOD`]: updates each hint target's window from the failure
+    /// detector, and hands the targets it holds up their hints, oldest first.
     pub(super) async fn deliver_hints(self: Arc<Self>) {
         loop {
             tokio::time::sleep(HINT_DELIVERY_PERIOD).await;
-
-            // 1. Who came back.
-            for peer in self.liveness.down() {
-                let pong =
-                    self.rpc
-                        .call::<_, RingResponse>(peer, &RingRequest::Ping, PROBE_TIMEOUT);
-                if let Ok(RingResponse::Pong) = pong.await {
-                    self.liveness.mark_up(peer);
-                    tracing::info!(addr = %self.addr, %peer, "peer_up");
-                    if let Err(error) = self.hints.lock().await.mark_up(peer) {
+            let targets = self.hints.lock().await.targets_and_down();
+            for target in targets {
+                if !self.is_up(target) {
+                    let now_ms = self.clock.now_ms();
+                    if let Err(error) = self.hints.lock().await.mark_down(target, now_ms) {
                         tracing::warn!(%error, "hint_window_save_failed");
                     }
+                    continue;
                 }
+                if let Err(error) = self.hints.lock().await.mark_up(target) {
+                    tracing::warn!(%error, "hint_window_save_failed");
+                }
+                self.deliver_hints_to(target).await;
             }
+        }
+    }
 
-            // 2. Their hints, oldest first, until one fails.
-            let targets = self.hints.lock().await.targets();
-            for target in targets.into_iter().filter(|t| self.liveness.is_up(*t)) {
-                let batch = self.hints.lock().await.hints_for(target);
-                let mut delivered = 0;
-                for row in batch.into_iter().take(HINT_BATCH_MAX) {
-                    let request = RingRequest::ReplicaWrite { row };
-                    match self.call_replica(target, request, WRITE_TIMEOUT_MS).await {
-                        Some(RingResponse::Written) => delivered += 1,
-                        _ => break,
-                    }
-                }
-                if delivered > 0 {
-                    tracing::debug!(%target, delivered, "hints_delivered");
-                    if let Err(error) = self.hints.lock().await.delivered(target, delivered) {
-                        tracing::warn!(%target, %error, "hint_delete_failed");
-                    }
-                }
+    async fn deliver_hints_to(self: &Arc<Self>, target: SocketAddr) {
+        let batch = self.hints.lock().await.hints_for(target);
+        let mut delivered = 0;
+        for row in batch.into_iter().take(HINT_BATCH_MAX) {
+            let request = RingRequest::ReplicaWrite { row };
+            match self.call_replica(target, request, WRITE_TIMEOUT_MS).await {
+                Some(RingResponse::Written) => delivered += 1,
+                _ => break,
+            }
+        }
+        if delivered > 0 {
+            tracing::debug!(%target, delivered, "hints_delivered");
+            if let Err(error) = self.hints.lock().await.delivered(target, delivered) {
+                tracing::warn!(%target, %error, "hint_delete_failed");
             }
         }
     }

@@ -165,6 +165,14 @@ impl HintStore {
         self.pending.keys().copied().collect()
     }
 
+    /// The targets that have hints waiting or an open window (were seen down), in order.
+    pub fn targets_and_down(&self) -> Vec<SocketAddr> {
+        let mut targets: std::collections::BTreeSet<SocketAddr> =
+            self.pending.keys().copied().collect();
+        targets.extend(self.down_since_ms.keys().copied());
+        targets.into_iter().collect()
+    }
+
     /// The hints waiting for `target`, oldest first.
     pub fn hints_for(&self, target: SocketAddr) -> Vec<Row> {
         self.pending.get(&target).cloned().unwrap_or_default()

@@ -12,8 +12,8 @@
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
 //! newest first, with 10-day buckets; [`client`] walks buckets newest first.
 //!
-//! TODO(ring-membership): a coordinator believes a peer down from a failed connection and up
-//! from a probe; gossip and a phi-accrual detector are to replace both.
+//! Membership is gossip every second with generations and versions ([`gossip`]) feeding a
+//! phi-accrual failure detector ([`failure_detector`]), which decides hints and Unavailable.
 //! TODO(ring-repair): anti-entropy repair with Merkle trees.
 //! Not modelled: TTL (expiring) cells, counters, lightweight transactions, topology changes.
 
@@ -24,7 +24,6 @@ pub mod failure_detector;
 pub mod gossip;
 pub mod hints;
 pub mod layout;
-pub mod liveness;
 pub mod merkle;
 pub mod node;
 pub mod placement;

@@ -12,9 +12,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use super::engine::Engine;
+use super::failure_detector::FailureDetector;
+use super::gossip::{next_generation, run_gossip, seeded_chooser, GossipConfig, GossipMessage};
+use super::gossip::{Gossiper, SharedGossiper};
 use super::hints::HintStore;
 use super::layout::RingLayout;
-use super::liveness::LivenessView;
 use super::{Consistency, PartitionQuery, Row, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
@@ -52,8 +54,8 @@ pub enum RingRequest {
         /// The slice.
         query: PartitionQuery,
     },
-    /// Are you there? (Hint delivery probes peers believed down.)
-    Ping,
+    /// A gossip exchange message.
+    Gossip(GossipMessage),
 }
 
 /// A ring node's answer.
@@ -65,8 +67,8 @@ pub enum RingResponse {
     Rows(Vec<Row>),
     /// A replica's digest of a slice.
     Digest(u64),
-    /// The answer to a ping.
-    Pong,
+    /// The answer to a gossip message.
+    Gossip(Option<GossipMessage>),
     /// The operation failed.
     Failed(StoreError),
 }
@@ -93,7 +95,7 @@ pub(super) struct RingNode {
     pub(super) rpc: RpcClient,
     pub(super) clock: NodeClock,
     pub(super) hints: Mutex<HintStore>,
-    pub(super) liveness: LivenessView,
+    pub(super) gossip: SharedGossiper,
 }
 
 /// Runs a ring node on `listener` until the task is dropped.
@@ -110,6 +112,8 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
         "ring_node_started"
     );
     let hints = HintStore::open(config.disk.clone(), config.hint_window_ms)?;
+    let gossip = start_gossip(&config)?;
+    let gossip_seed = config.clock.now_us();
     let node = Arc::new(RingNode {
         addr: config.addr,
         layout: config.layout,
@@ -117,8 +121,9 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
         rpc: RpcClient::new(),
         clock: config.clock,
         hints: Mutex::new(hints),
-        liveness: LivenessView::new(),
+        gossip,
     });
+    tokio::spawn(gossip_task(node.clone(), gossip_seed));
     tokio::spawn(node.clone().deliver_hints());
     serve_rpc(listener, move |request: RingRequest| {
         let node = node.clone();
@@ -144,7 +149,7 @@ impl RingNode {
             RingRequest::ReplicaDigest { query } => {
                 RingResponse::Digest(digest(&self.engine.lock().await.read(&query)))
             }
-            RingRequest::Ping => RingResponse::Pong,
+            RingRequest::Gossip(message) => RingResponse::Gossip(self.gossip.handle(message)),
         }
     }
 
@@ -157,6 +162,62 @@ impl RingNode {
             }
         }
     }
+}
+
+/// The file a node keeps its last gossip generation in.
+const GENERATION_FILE: &str = "gossip-generation";
+const GENERATION_FILE_REWRITE: &str = "gossip-generation-rewrite";
+
+/// A gossiper with a generation above every earlier one of this node (kept on its disk), so
+/// peers see a restart even within the same second.
+fn start_gossip(config: &RingNodeConfig) -> std::io::Result<SharedGossiper> {
+    let previous = config
+        .disk
+        .read(GENERATION_FILE)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.trim().parse().ok());
+    let now_s = u64::try_from(config.clock.now_ms() / 1000).unwrap_or(0);
+    let generation = next_generation(previous, now_s);
+    let disk = &config.disk;
+    disk.write_at(
+        GENERATION_FILE_REWRITE,
+        0,
+        generation.to_string().as_bytes(),
+    )?;
+    disk.sync(GENERATION_FILE_REWRITE)?;
+    disk.rename(GENERATION_FILE_REWRITE, GENERATION_FILE)?;
+
+    let peers = config
+        .layout
+        .addrs()
+        .iter()
+        .copied()
+        .filter(|a| *a != config.addr);
+    let gossiper = Gossiper::new(config.addr, generation, peers, FailureDetector::default());
+    Ok(SharedGossiper::new(gossiper))
+}
+
+/// Gossips every second with peers chosen from a seed (the node's clock at start, which in the
+/// simulator follows the run's seed).
+async fn gossip_task(node: Arc<RingNode>, seed: i64) {
+    let chooser = seeded_chooser(seed.unsigned_abs() ^ u64::from(node.addr.port()));
+    let rpc = node.rpc.clone();
+    let send = move |peer: SocketAddr, message: GossipMessage| {
+        let rpc = rpc.clone();
+        async move {
+            let request = RingRequest::Gossip(message);
+            let timeout = std::time::Duration::from_secs(1);
+            match rpc.call::<_, RingResponse>(peer, &request, timeout).await? {
+                RingResponse::Gossip(answer) => Ok(answer),
+                other => Err(crate::rpc::RpcError::Unknown {
+                    addr: peer,
+                    reason: format!("gossip answered with {other:?}"),
+                }),
+            }
+        }
+    };
+    run_gossip(node.gossip.clone(), GossipConfig::default(), chooser, send).await;
 }
 
 /// A replica's digest of the rows it answers a slice with (keys, timestamps and values).
