@@ -51,20 +51,24 @@ mod real {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
         /// First port: ring nodes at +1..+3, API at +10, gateway at +20 (dispatch +21), guild
-        /// at +30. 0 gives every role an ephemeral port.
-        #[arg(long, default_value_t = 7700)]
+        /// at +30 (so at most 65505). 0 gives every role an ephemeral port.
+        #[arg(long, default_value_t = 7700, value_parser = clap::value_parser!(u16).range(..=65505))]
         port_base: u16,
-        /// Users in a newly generated directory.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        /// Users in a newly generated directory (ignored when the data dir has one).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000))]
         users: u16,
-        /// Guilds in a newly generated directory.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        /// Guilds in a newly generated directory (ignored when the data dir has one).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1_000))]
         guilds: u16,
-        /// Text channels per guild in a newly generated directory.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        /// Text channels per guild in a newly generated directory (ignored likewise).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=100))]
         channels: u16,
         /// The heartbeat interval the gateway announces, in ms.
-        #[arg(long, default_value_t = HEARTBEAT_INTERVAL_MS_DEFAULT)]
+        #[arg(
+            long,
+            default_value_t = HEARTBEAT_INTERVAL_MS_DEFAULT,
+            value_parser = clap::value_parser!(u64).range(100..=600_000)
+        )]
         heartbeat_interval_ms: u64,
     }
 
@@ -98,12 +102,29 @@ mod real {
 
     fn load_or_create_directory(args: &Args, data_dir: &Path) -> Result<Directory, String> {
         let path = data_dir.join("directory.json");
+
+        // 1. An existing directory is kept, so its accounts keep their history.
         if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return serde_json::from_str(&text)
-                .map_err(|e| format!("{} is not a directory: {e}", path.display()));
+            let directory = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not a valid directory file: {e}", path.display()))?;
+            say!(
+                "chatd directory {} reused (--users, --guilds, --channels ignored)",
+                path.display()
+            );
+            return Ok(directory);
         }
+
+        // 2. Ring data without its directory would be unreachable under new ids.
+        if data_dir.join("ring-1").exists() {
+            return Err(format!(
+                "{} holds ring data but no directory.json; restore it, or use a new --data-dir",
+                data_dir.display()
+            ));
+        }
+
+        // 3. A new one.
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -117,14 +138,38 @@ mod real {
         let directory = Directory::generate(&shape);
         let text = serde_json::to_string_pretty(&directory).map_err(|e| e.to_string())?;
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        say!("chatd directory {} created", path.display());
         Ok(directory)
+    }
+
+    /// Takes the data dir's lock for this process's lifetime, so a second chatd on the same
+    /// data dir refuses to start instead of interleaving writes with this one.
+    fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
+        let path = data_dir.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "data dir {} is in use by another chatd (its LOCK is held)",
+                data_dir.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("cannot lock {}: {e}", path.display()))
+            }
+        }
     }
 
     async fn bind(host: IpAddr, base: u16, offset: u16, role: &str) -> Result<TcpListener, String> {
         let port = if base == 0 {
             0
         } else {
-            base.checked_add(offset).ok_or("port overflow")?
+            base.checked_add(offset)
+                .ok_or("--port-base leaves no room for every role's port")?
         };
         let addr = SocketAddr::new(host, port);
         TcpListener::bind(addr)
@@ -142,6 +187,7 @@ mod real {
             .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
         let data_dir = args.data_dir.canonicalize().map_err(|e| e.to_string())?;
         say!("chatd data_dir={}", data_dir.display());
+        let _lock = lock_data_dir(&data_dir)?;
         let directory = Arc::new(load_or_create_directory(&args, &data_dir)?);
 
         // 2. Bind every role first, so each knows the others' addresses.
@@ -200,6 +246,24 @@ mod real {
         );
         for user in directory.users.values().take(3) {
             say!("chatd user {} token {}", user.username, user.token);
+        }
+        for guild in directory.guilds.values() {
+            let channels: Vec<String> = guild
+                .channels
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.id))
+                .collect();
+            let members: Vec<&str> = guild
+                .members
+                .iter()
+                .map(|id| directory.username(*id))
+                .collect();
+            say!(
+                "chatd guild {} channels {} members {}",
+                guild.name,
+                channels.join(","),
+                members.join(",")
+            );
         }
         say!("chatd ready");
         tokio::signal::ctrl_c()
