@@ -3,8 +3,9 @@
 //! Modelled: three replicas holding every partition (RF 3 on three nodes), any node acting as
 //! coordinator, QUORUM (or ONE / ALL) writes and reads over the network with timeouts,
 //! per-row last-write-wins with Cassandra's tie-break (a tombstone beats a live cell at the
-//! same timestamp, then the greater value wins), and a per-node engine whose commit log is
-//! synced before a write is acknowledged (batch mode), replayed on restart.
+//! same timestamp, then the greater value wins), and a per-node engine after Cassandra's
+//! (commit log with periodic, batch or group sync, memtable, sorted tables, size-tiered
+//! compaction purging tombstones past gc grace); ring nodes run it in batch mode for now.
 //!
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
 //! newest first, with 10-day buckets.
@@ -13,7 +14,7 @@
 //! RF 3 every node holds every partition, so placement is trivial for now.
 //! TODO(ring-membership): gossip and failure detection, so a coordinator can answer
 //! Unavailable before sending; today too few replies always surface as Timeout.
-//! TODO(ring-repair): hints, anti-entropy repair, sorted tables and compaction.
+//! TODO(ring-repair): hints and anti-entropy repair.
 
 pub mod client;
 pub mod engine;

@@ -5,6 +5,15 @@
 //! call runs in its own task. A read asks every replica, waits for the required share, and
 //! reconciles their rows under LWW, then repairs the replicas that answered with stale data
 //! before answering. Replicas that fail or miss the deadline count as missing.
+//!
+//! As replica it applies a write to its engine under the engine's lock, compacts if a bucket
+//! of tables is due, releases the lock and acknowledges once the engine's sync mode allows
+//! ([`DurableWatch::wait_ack`]); [`run_sync`] runs beside the server to drive periodic and
+//! group syncs. The engine runs in batch mode for now ([`engine_config`]).
+//!
+//! TODO(ring-clock): gc grace is measured on a clock of the node's own with no offset; the
+//! harness should hand ring nodes their clocks, as it does the other roles, so a clock fault
+//! moves tombstone purging too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 
-use super::engine::Engine;
+use super::engine::{run_sync, DurableWatch, Engine, EngineConfig, SyncMode};
 use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
 use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::rpc::{serve_rpc, RpcClient};
 
@@ -71,10 +81,22 @@ pub struct RingNodeConfig {
     pub disk: Arc<dyn Disk>,
 }
 
+/// The engine configuration ring nodes run with: Cassandra's defaults, but batch mode, so a
+/// replica acknowledges only durable writes (switching to periodic or group needs no other
+/// change here).
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        sync: SyncMode::Batch,
+        ..EngineConfig::default()
+    }
+}
+
 struct RingNode {
     addr: SocketAddr,
     replicas: Vec<SocketAddr>,
-    engine: Mutex<Engine>,
+    engine: Arc<Mutex<Engine>>,
+    durable: DurableWatch,
+    clock: NodeClock,
     rpc: RpcClient,
 }
 
@@ -84,25 +106,42 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
         config.replicas.contains(&config.addr),
         "a ring node is one of its replicas"
     );
-    let (engine, replay) = Engine::open(config.disk.clone())?;
+    let (engine, replay) = Engine::open(config.disk.clone(), engine_config())?;
     tracing::info!(
         addr = %config.addr,
         rows_replayed = replay.rows_replayed,
         tail_bytes_discarded = replay.tail_bytes_discarded,
+        sstables_loaded = replay.sstables_loaded,
         "ring_node_started"
     );
+    let durable = engine.durable_watch();
+    let engine = Arc::new(Mutex::new(engine));
     let node = Arc::new(RingNode {
         addr: config.addr,
         replicas: config.replicas,
-        engine: Mutex::new(engine),
+        engine: engine.clone(),
+        durable,
+        clock: NodeClock::new(),
         rpc: RpcClient::new(),
     });
-    serve_rpc(listener, move |request: RingRequest| {
+    let server = serve_rpc(listener, move |request: RingRequest| {
         let node = node.clone();
         async move { node.handle(request).await }
-    })
-    .await;
-    Ok(())
+    });
+
+    // The server and the commit log's syncs live and die together; a failed sync stops the
+    // node (Cassandra's commit_failure_policy: stop). Biased: the branch order must not
+    // depend on an unseeded random choice.
+    tokio::select! {
+        biased;
+        () = server => Ok(()),
+        synced = run_sync(engine) => {
+            if let Err(error) = &synced {
+                tracing::warn!(addr = %config.addr, %error, "commit_log_sync_failed");
+            }
+            synced
+        }
+    }
 }
 
 impl RingNode {
@@ -122,7 +161,18 @@ impl RingNode {
     }
 
     async fn apply_local(&self, row: Row) -> RingResponse {
-        match self.engine.lock().await.apply(row) {
+        let applied = {
+            let mut engine = self.engine.lock().await;
+            engine.apply(row).and_then(|position| {
+                engine.compact(self.clock.now_us())?;
+                Ok(position)
+            })
+        };
+        let acknowledged = match applied {
+            Ok(position) => self.durable.wait_ack(position).await,
+            Err(error) => Err(error),
+        };
+        match acknowledged {
             Ok(()) => RingResponse::Written,
             Err(error) => {
                 tracing::warn!(addr = %self.addr, %error, "replica_write_failed");
