@@ -13,8 +13,9 @@ use std::time::Duration;
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{CrashLoss, Disk, SimDisk};
 use chat_system::ring::client::StoreClient;
+use chat_system::ring::engine::EngineConfig;
 use chat_system::ring::layout::RingLayout;
-use chat_system::ring::node::{RingNodeConfig, RingRequest, RingResponse};
+use chat_system::ring::node::{engine_config, RingNodeConfig, RingRequest, RingResponse};
 use chat_system::ring::{Consistency, PartitionQuery, Row, REPLICATION_FACTOR};
 use chat_system::rpc::RpcClient;
 use madsim::runtime::{Handle, NodeHandle};
@@ -30,6 +31,8 @@ pub struct RingShape {
     pub node_count: u8,
     /// The hint window each coordinator uses (0 turns hints off).
     pub hint_window_ms: i64,
+    /// Each node's storage engine configuration (sync mode, gc grace).
+    pub engine: EngineConfig,
 }
 
 impl Default for RingShape {
@@ -37,6 +40,7 @@ impl Default for RingShape {
         Self {
             node_count: 3,
             hint_window_ms: chat_system::ring::hints::HINT_WINDOW_MS_DEFAULT,
+            engine: engine_config(),
         }
     }
 }
@@ -78,6 +82,7 @@ impl RingCluster {
                 disk: Arc::new(disk) as Arc<dyn Disk>,
                 clock,
                 hint_window_ms: shape.hint_window_ms,
+                engine: shape.engine,
             };
             handle
                 .create_node()

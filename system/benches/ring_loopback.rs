@@ -32,7 +32,7 @@ mod bench {
     use chat_system::ring::client::{HistoryQuery, StoreClient};
     use chat_system::ring::hints::HINT_WINDOW_MS_DEFAULT;
     use chat_system::ring::layout::RingLayout;
-    use chat_system::ring::node::RingNodeConfig;
+    use chat_system::ring::node::{engine_config, RingNodeConfig};
     use chat_system::ring::Consistency;
     use tokio::net::TcpListener;
 
@@ -84,6 +84,7 @@ mod bench {
                 disk: Arc::new(disk) as Arc<dyn Disk>,
                 clock: NodeClock::new(),
                 hint_window_ms: HINT_WINDOW_MS_DEFAULT,
+                engine: engine_config(),
             };
             tokio::spawn(chat_system::ring::node::run(listener, config));
         }

@@ -17,7 +17,7 @@ use crate::guild::GuildConfig;
 use crate::ring::client::StoreClient;
 use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
 use crate::ring::layout::RingLayout;
-use crate::ring::node::RingNodeConfig;
+use crate::ring::node::{engine_config, RingNodeConfig};
 use crate::ring::{Consistency, REPLICATION_FACTOR};
 
 /// The heartbeat interval gateways announce unless told otherwise.
@@ -65,6 +65,7 @@ impl Topology {
             disk,
             clock,
             hint_window_ms: HINT_WINDOW_MS_DEFAULT,
+            engine: engine_config(),
         }
     }
 

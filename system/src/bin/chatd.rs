@@ -52,10 +52,18 @@ mod real {
         host: IpAddr,
         /// First port: ring nodes at +1..+3, API at +10, gateway at +20 (dispatch +21), guild
         /// at +30 (so at most 65505). 0 gives every role an ephemeral port.
-        #[arg(long, default_value_t = 7700, value_parser = clap::value_parser!(u16).range(..=65505))]
+        #[arg(
+            long,
+            default_value_t = 7700,
+            value_parser = clap::value_parser!(u16).range(..=65505)
+        )]
         port_base: u16,
         /// Users in a newly generated directory (ignored when the data dir has one).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        #[arg(
+            long,
+            default_value_t = 10,
+            value_parser = clap::value_parser!(u16).range(1..=10_000)
+        )]
         users: u16,
         /// Guilds in a newly generated directory (ignored when the data dir has one).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1_000))]

@@ -6,8 +6,9 @@
 //! with Unavailable kept apart from Timeout ([`coordinator`]); hinted handoff with a window
 //! that survives restarts ([`hints`]); digest reads, blocking read repair and short-read
 //! protection; per-cell last-write-wins with Cassandra's tie-break (a tombstone beats a live
-//! cell at the same timestamp, then the greater value wins); a per-node engine on the node's
-//! disk ([`engine`]).
+//! cell at the same timestamp, then the greater value wins); a per-node engine after
+//! Cassandra's ([`engine`]: commit log with periodic, batch or group sync, memtable, sorted
+//! tables, size-tiered compaction purging tombstones past gc grace).
 //!
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
 //! newest first, with 10-day buckets; [`client`] walks buckets newest first.

@@ -3,6 +3,11 @@
 //! This module holds the node's wire protocol, its replica-local operations and its start-up;
 //! the coordinator's side (consistency levels, hints, digest reads, read repair) is in
 //! [`super::coordinator`].
+//!
+//! As replica it applies a write to its engine under the engine's lock, compacts if a bucket
+//! of tables is due, releases the lock and acknowledges once the engine's sync mode allows
+//! ([`DurableWatch::wait_ack`]); [`run_sync`] runs beside the server to drive periodic and
+//! group syncs. Tombstone purging measures gc grace on the node's clock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use super::engine::Engine;
+use super::engine::{run_sync, DurableWatch, Engine, EngineConfig, SyncMode};
 use super::failure_detector::FailureDetector;
 use super::gossip::{next_generation, run_gossip, seeded_chooser, GossipConfig, GossipMessage};
 use super::gossip::{Gossiper, SharedGossiper};
@@ -86,51 +91,100 @@ pub struct RingNodeConfig {
     pub clock: NodeClock,
     /// How long a replica may be down and still collect hints.
     pub hint_window_ms: i64,
+    /// The storage engine's configuration (sync mode, gc grace, compaction).
+    pub engine: EngineConfig,
+}
+
+/// The engine configuration ring nodes run with by default: Cassandra's defaults, but batch
+/// mode, so a replica acknowledges only durable writes.
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        sync: SyncMode::Batch,
+        ..EngineConfig::default()
+    }
 }
 
 pub(super) struct RingNode {
     pub(super) addr: SocketAddr,
     pub(super) layout: Arc<RingLayout>,
-    pub(super) engine: Mutex<Engine>,
+    pub(super) engine: Arc<Mutex<Engine>>,
+    pub(super) durable: DurableWatch,
     pub(super) rpc: RpcClient,
     pub(super) clock: NodeClock,
     pub(super) hints: Mutex<HintStore>,
     pub(super) gossip: SharedGossiper,
 }
 
-/// Runs a ring node on `listener` until the task is dropped.
-pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Result<()> {
+/// A ring node whose engine, hints and gossip state are open: everything that can fail on
+/// its disk has, before it serves anything.
+pub struct OpenRingNode {
+    node: Arc<RingNode>,
+    gossip_seed: i64,
+}
+
+/// Opens a ring node: replays its commit log and tables, loads its hints and its gossip
+/// generation.
+pub fn open(config: RingNodeConfig) -> std::io::Result<OpenRingNode> {
     assert!(
         config.layout.addrs().contains(&config.addr),
         "a ring node is in its own layout"
     );
-    let (engine, replay) = Engine::open(config.disk.clone())?;
+    let (engine, replay) = Engine::open(config.disk.clone(), config.engine)?;
     tracing::info!(
         addr = %config.addr,
         rows_replayed = replay.rows_replayed,
         tail_bytes_discarded = replay.tail_bytes_discarded,
-        "ring_node_started"
+        sstables_loaded = replay.sstables_loaded,
+        "ring_node_opened"
     );
     let hints = HintStore::open(config.disk.clone(), config.hint_window_ms)?;
     let gossip = start_gossip(&config)?;
     let gossip_seed = config.clock.now_us();
+    let durable = engine.durable_watch();
     let node = Arc::new(RingNode {
         addr: config.addr,
         layout: config.layout,
-        engine: Mutex::new(engine),
+        engine: Arc::new(Mutex::new(engine)),
+        durable,
         rpc: RpcClient::new(),
         clock: config.clock,
         hints: Mutex::new(hints),
         gossip,
     });
-    tokio::spawn(gossip_task(node.clone(), gossip_seed));
-    tokio::spawn(node.clone().deliver_hints());
-    serve_rpc(listener, move |request: RingRequest| {
-        let node = node.clone();
-        async move { node.handle(request).await }
-    })
-    .await;
-    Ok(())
+    Ok(OpenRingNode { node, gossip_seed })
+}
+
+impl OpenRingNode {
+    /// Serves on `listener` until the task is dropped or a commit log sync fails.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let addr = self.node.addr;
+        let node = self.node;
+        tokio::spawn(gossip_task(node.clone(), self.gossip_seed));
+        tokio::spawn(node.clone().deliver_hints());
+        let engine = node.engine.clone();
+        let server = serve_rpc(listener, move |request: RingRequest| {
+            let node = node.clone();
+            async move { node.handle(request).await }
+        });
+
+        // The server and the commit log's syncs live and die together; a failed sync stops
+        // the node (Cassandra's commit_failure_policy: stop).
+        tokio::select! {
+            biased;
+            () = server => Ok(()),
+            synced = run_sync(engine) => {
+                if let Err(error) = &synced {
+                    tracing::warn!(%addr, %error, "commit_log_sync_failed");
+                }
+                synced
+            }
+        }
+    }
+}
+
+/// Opens a ring node and serves it on `listener` until the task is dropped.
+pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Result<()> {
+    open(config)?.serve(listener).await
 }
 
 impl RingNode {
@@ -154,7 +208,19 @@ impl RingNode {
     }
 
     pub(super) async fn apply_local(&self, row: Row) -> RingResponse {
-        match self.engine.lock().await.apply(row) {
+        // Apply (and compact if due) under the lock; wait for durability outside it.
+        let applied = {
+            let mut engine = self.engine.lock().await;
+            engine.apply(row).and_then(|position| {
+                engine.compact(self.clock.now_us())?;
+                Ok(position)
+            })
+        };
+        let acknowledged = match applied {
+            Ok(position) => self.durable.wait_ack(position).await,
+            Err(error) => Err(error),
+        };
+        match acknowledged {
             Ok(()) => RingResponse::Written,
             Err(error) => {
                 tracing::warn!(addr = %self.addr, %error, "replica_write_failed");
