@@ -227,8 +227,13 @@ mod real {
                 config.addr,
                 dir.display()
             );
+            // Open (replay) before serving anything, so a damaged disk stops chatd before
+            // it says it is ready.
+            let node = ring::node::open(config).map_err(|e| {
+                format!("ring node {} cannot open {}: {e}", index + 1, dir.display())
+            })?;
             tokio::spawn(async move {
-                if let Err(error) = ring::node::run(listener, config).await {
+                if let Err(error) = node.serve(listener).await {
                     eprintln!("chatd: ring node {} failed: {error}", index + 1);
                     std::process::exit(1);
                 }

@@ -95,6 +95,14 @@ pub fn decode_rows(segment: &[u8]) -> (Vec<Row>, usize) {
     (rows, good_len)
 }
 
+/// The offset in `rest` (past its first byte) of the first intact row frame, if any.
+fn valid_frame_after(rest: &[u8]) -> Option<usize> {
+    (1..rest.len()).find(|&at| {
+        let (rows, good_len) = decode_rows(&rest[at..]);
+        !rows.is_empty() && good_len > 0
+    })
+}
+
 /// Encodes `row` as one commit log frame.
 pub fn encode_row(row: &Row) -> io::Result<Vec<u8>> {
     let payload = serde_json::to_vec(row).map_err(io::Error::other)?;
@@ -148,6 +156,26 @@ impl CommitLog {
             replay.rows.extend(rows);
             replay.segments += 1;
             if good_len < bytes.len() {
+                // Garbage up to the end is a torn last write; a good frame after the damage
+                // means the damage is in the middle, and cutting there would drop
+                // acknowledged writes, so refuse.
+                if let Some(next) = valid_frame_after(&bytes[good_len..]) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "commit log segment {name} is damaged at byte {good_len}, with \
+                             intact records from byte {} on; refusing to replay past the \
+                             damage (move the segment aside to start without it)",
+                            good_len + next
+                        ),
+                    ));
+                }
+                tracing::warn!(
+                    segment = %name,
+                    offset = good_len,
+                    bytes = bytes.len() - good_len,
+                    "commit_log_torn_tail_discarded"
+                );
                 replay.tail_bytes_discarded += bytes.len() - good_len;
                 let temp = format!("{TEMP_PREFIX}{name}");
                 disk.write_at(&temp, 0, &bytes[..good_len])?;
@@ -293,5 +321,50 @@ mod tests {
         let (_, replay) = CommitLog::open(Arc::new(disk)).unwrap();
         assert_eq!(replay.rows, vec![row(2)]);
         assert_eq!(replay.segments, 1);
+    }
+
+    #[test]
+    fn damage_in_the_middle_refuses_to_open_and_names_the_place() {
+        let disk = SimDisk::new();
+        let name = segment_name(1);
+        let frames: Vec<Vec<u8>> = (1..=3).map(|id| encode_row(&row(id)).unwrap()).collect();
+        for frame in &frames {
+            disk.append(&name, frame).unwrap();
+        }
+        disk.sync(&name).unwrap();
+
+        // Flip a byte inside the second record: the third is intact after it.
+        let second_at = frames[0].len();
+        disk.write_at(&name, (second_at + 10) as u64, b"\xff")
+            .unwrap();
+        disk.sync(&name).unwrap();
+        let error = CommitLog::open(Arc::new(disk.clone())).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let text = error.to_string();
+        assert!(text.contains(&name), "{text}");
+        assert!(
+            text.contains(&format!("damaged at byte {second_at}")),
+            "{text}"
+        );
+
+        // Nothing was cut: all three frames' bytes are still there.
+        let total: usize = frames.iter().map(Vec::len).sum();
+        assert_eq!(disk.read(&name).unwrap().len(), total);
+    }
+
+    #[test]
+    fn damage_that_runs_to_the_end_is_a_torn_tail_and_is_cut() {
+        let disk = SimDisk::new();
+        let name = segment_name(1);
+        let good = encode_row(&row(1)).unwrap();
+        disk.append(&name, &good).unwrap();
+        disk.append(&name, &encode_row(&row(2)).unwrap()[..20])
+            .unwrap();
+        disk.sync(&name).unwrap();
+
+        let (_, replay) = CommitLog::open(Arc::new(disk.clone())).unwrap();
+        assert_eq!(replay.rows.len(), 1);
+        assert_eq!(replay.tail_bytes_discarded, 20);
+        assert_eq!(disk.read(&name).unwrap(), good);
     }
 }
