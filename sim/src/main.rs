@@ -91,11 +91,24 @@ mod sim {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::path::PathBuf;
 
-    use chat_reports::report::{trace_hash, Report, RunInfo, EXIT_CRASH};
+    use chat_reports::report::{trace_hash, Report, RunInfo, EXIT_CRASH, EXIT_USAGE};
     use chat_sim::runner;
     use chat_sim::scenario::Scenario;
 
     pub fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> Result<i32, String> {
+        // 0. The output dir must be usable before any time is spent simulating.
+        let dir = out.unwrap_or_else(|| {
+            PathBuf::from("target")
+                .join("chatsim")
+                .join(format!("{}-{seed}", scenario.name))
+        });
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            eprintln!(
+                "chatsim: --out {}: cannot use it as a directory: {error}",
+                dir.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
         let replay = format!(
             "cargo chatsim run --seed {seed} --scenario {}",
             scenario.name
@@ -142,13 +155,6 @@ mod sim {
         print!("{}", report.summary());
 
         // 3. Write the report and the trace.
-        let dir = out.unwrap_or_else(|| {
-            PathBuf::from("target")
-                .join("chatsim")
-                .join(format!("{}-{seed}", scenario.name))
-        });
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         let report_path = dir.join("report.json");
         std::fs::write(&report_path, json + "\n")

@@ -119,3 +119,18 @@ fn the_report_keeps_its_contract() {
     );
     assert_eq!(report["faults"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn an_out_path_that_cannot_be_a_directory_is_refused_before_running() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let output = chatsim(&["run", "--seed", "1", "--out", file.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--out"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "nothing ran"
+    );
+}

@@ -115,6 +115,9 @@ pub fn router(config: ApiConfig) -> Router {
             get(history).post(create_message),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, 0, "404: Not Found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 0, "405: Method Not Allowed")
+        })
         .with_state(api)
 }
 
@@ -173,15 +176,16 @@ struct CreateMessage {
 }
 
 fn parse_create(body: &[u8]) -> Result<CreateMessage, ApiError> {
-    let create: CreateMessage = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_form(
-            "body",
-            format!("{e} (line {} column {})", e.line(), e.column()),
-        )
-    })?;
+    // serde_json's message already names the line and column.
+    let create: CreateMessage =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_form("body", e))?;
     let chars = create.content.chars().count();
-    if chars == 0 {
-        return Err(ApiError::invalid_form("content", "must not be empty"));
+    if create.content.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            50006,
+            "Cannot send an empty message",
+        ));
     }
     if chars > CONTENT_CHARS_MAX {
         let problem = format!("must be {CONTENT_CHARS_MAX} or fewer in length, got {chars}");
@@ -215,15 +219,41 @@ fn nonce_string(nonce: Option<serde_json::Value>) -> Result<Option<String>, ApiE
     Ok(Some(nonce))
 }
 
+/// The body as JSON bytes: 413 past the size limit, 415 if it is declared as something else.
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, 40005, "Request entity too large")
+        } else {
+            ApiError::new(status, 0, rejection.body_text())
+        }
+    })?;
+    let declared = headers.get("content-type").and_then(|v| v.to_str().ok());
+    if declared.is_some_and(|v| !v.trim_start().starts_with("application/json")) {
+        let message = "Content-Type must be application/json";
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            0,
+            message,
+        ));
+    }
+    Ok(body)
+}
+
 async fn create_message(
     State(api): State<Arc<Api>>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<MessageView>, ApiError> {
     // 1. Who, where, and what.
     let user = api.authenticate(&headers)?;
     let (channel_id, _guild_id) = api.authorize(user, &channel_id)?;
+    let body = json_body(&headers, body)?;
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
 
@@ -279,11 +309,14 @@ fn parse_history(params: &HistoryParams) -> Result<(Option<u64>, usize), ApiErro
     let limit = match &params.limit {
         None => 50,
         Some(text) => {
-            let limit: usize = text
-                .parse()
-                .map_err(|_| ApiError::invalid_form("limit", "not an integer"))?;
+            let range = || ApiError::invalid_form("limit", "must be between 1 and 100");
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::invalid_form("limit", "not an integer"));
+            }
+            let limit: usize = text.parse().map_err(|_| range())?;
             if !(1..=100).contains(&limit) {
-                return Err(ApiError::invalid_form("limit", "must be between 1 and 100"));
+                return Err(range());
             }
             limit
         }
@@ -327,13 +360,20 @@ mod tests {
     #[test]
     fn create_body_errors_name_the_field() {
         let err = parse_create(br#"{"content": ""}"#).unwrap_err();
-        assert!(err.message.contains("content"), "{}", err.message);
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (50006, "Cannot send an empty message")
+        );
         let err = parse_create(br#"{"content": "hi", "colour": 1}"#).unwrap_err();
         assert!(err.message.contains("colour"), "{}", err.message);
         let long = format!(r#"{{"content": "{}"}}"#, "x".repeat(2001));
         let err = parse_create(long.as_bytes()).unwrap_err();
         assert!(err.message.contains("2000 or fewer"), "{}", err.message);
         assert_eq!(parse_create(br#"{"content": "hi"}"#).unwrap().content, "hi");
+        let err = parse_create(br#"{"content": "   "}"#).unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, 50006));
+        let err = parse_create(b"{").unwrap_err();
+        assert_eq!(err.message.matches("line 1").count(), 1, "{}", err.message);
     }
 
     #[test]
@@ -359,6 +399,9 @@ mod tests {
         assert_eq!(parse_history(&params("100")).unwrap().1, 100);
         assert!(parse_history(&params("0")).is_err());
         assert!(parse_history(&params("101")).is_err());
-        assert!(parse_history(&params("ten")).is_err());
+        let message = |limit: &str| parse_history(&params(limit)).unwrap_err().message;
+        assert!(message("ten").contains("not an integer"));
+        assert!(message("-1").contains("between 1 and 100"));
+        assert!(message("99999999999999999999").contains("between 1 and 100"));
     }
 }

@@ -242,6 +242,21 @@ async fn close(ws: &mut Ws, Close(code, reason): Close) {
     let _ = ws.send(Message::Close(Some(frame))).await;
 }
 
+/// What the socket yielded: a message, or why the session ends. A frame past the socket's
+/// own size limit is an oversized payload too (4002), not a normal close.
+fn received(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Message, Close> {
+    use tokio_tungstenite::tungstenite::Error;
+    match message {
+        Some(Ok(message)) => Ok(message),
+        Some(Err(Error::Capacity(_))) => Err(Close(4002, "payload over 4096 bytes")),
+        Some(Err(Error::Utf8(_))) => Err(Close(4002, "payload is not UTF-8")),
+        Some(Err(Error::Protocol(_))) => Err(Close(1002, "websocket protocol error")),
+        Some(Err(_)) | None => Err(Close(1000, "closed")),
+    }
+}
+
 /// A decoded client payload.
 struct ClientPayload {
     op: u8,
@@ -262,10 +277,10 @@ fn decode(message: Message) -> Result<Option<ClientPayload>, Close> {
     }
     let value: Value =
         serde_json::from_str(&text).map_err(|_| Close(4002, "payload is not JSON"))?;
-    let op = value
-        .get("op")
-        .and_then(Value::as_u64)
-        .ok_or(Close(4002, "payload has no op"))?;
+    let op = match value.get("op") {
+        None => return Err(Close(4002, "payload has no op")),
+        Some(op) => op.as_u64().ok_or(Close(4002, "op is not an integer"))?,
+    };
     let op = u8::try_from(op).map_err(|_| Close(4001, "unknown opcode"))?;
     Ok(Some(ClientPayload {
         op,
@@ -348,9 +363,7 @@ async fn await_identify(gateway: &Gateway, ws: &mut Ws, interval_ms: u64) -> Res
             message = ws.next() => message,
             () = &mut deadline => return Err(Close(4003, "no identify in time")),
         };
-        let Some(Ok(message)) = message else {
-            return Err(Close(1000, "closed"));
-        };
+        let message = received(message)?;
         let Some(payload) = decode(message)? else {
             continue;
         };
@@ -432,7 +445,10 @@ async fn serve_session(
         tokio::select! {
             biased;
             message = ws.next() => {
-                let Some(Ok(message)) = message else { return Close(1000, "closed") };
+                let message = match received(message) {
+                    Ok(message) => message,
+                    Err(reason) => return reason,
+                };
                 let payload = match decode(message) {
                     Ok(Some(payload)) => payload,
                     Ok(None) => continue,

@@ -334,3 +334,78 @@ async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
         10003
     );
 }
+
+#[tokio::test]
+async fn oversized_payloads_are_closed_with_4002_at_any_size() {
+    let chatd = Chatd::start();
+    for size in [4097, 100_000] {
+        let mut ws = connect(chatd.gateway).await;
+        assert_eq!(next_json(&mut ws).await["op"], 10);
+        let padding = "x".repeat(size);
+        let payload = json!({"op": 1, "d": null, "pad": padding}).to_string();
+        ws.send(Message::Text(payload.into())).await.expect("send");
+        let close = loop {
+            match tokio::time::timeout(TIMEOUT, ws.next())
+                .await
+                .expect("an answer in time")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame for {size} bytes, got {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 4002, "{size} bytes");
+    }
+}
+
+#[tokio::test]
+async fn rest_refusals_are_discord_shaped_json() {
+    let chatd = Chatd::start();
+    let channel = chatd
+        .directory
+        .guilds
+        .values()
+        .next()
+        .expect("guild")
+        .channels[0]
+        .id;
+    let path = format!("/api/v10/channels/{channel}/messages");
+    let auth = Some("Bot token-1");
+    let cases: [(Method, Option<Vec<u8>>, StatusCode); 3] = [
+        (Method::DELETE, None, StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::POST,
+            Some(vec![b' '; 3 * 1024 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::POST,
+            Some(br#"{"content": " "}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, body, expected) in cases {
+        let (status, bytes) = http_request(chatd.api, method.clone(), &path, auth, body, TIMEOUT)
+            .await
+            .expect("answer");
+        assert_eq!(status, expected, "{method}");
+        let body: Value = serde_json::from_slice(&bytes).expect("a JSON error body");
+        assert!(
+            body["message"].is_string() && body["code"].is_number(),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn a_second_chatd_on_the_same_data_dir_refuses_to_start() {
+    let first = Chatd::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--port-base", "0", "--data-dir"])
+        .arg(first._data.path())
+        .output()
+        .expect("chatd runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is in use by another chatd"), "{stderr}");
+}
