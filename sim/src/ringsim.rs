@@ -15,7 +15,9 @@ use chat_system::env::disk::{CrashLoss, Disk, SimDisk};
 use chat_system::ring::client::StoreClient;
 use chat_system::ring::engine::EngineConfig;
 use chat_system::ring::layout::RingLayout;
+use chat_system::ring::merkle::TokenRange;
 use chat_system::ring::node::{engine_config, RingNodeConfig, RingRequest, RingResponse};
+use chat_system::ring::repair::RepairReport;
 use chat_system::ring::{Consistency, PartitionQuery, Row, REPLICATION_FACTOR};
 use chat_system::rpc::RpcClient;
 use madsim::runtime::{Handle, NodeHandle};
@@ -83,6 +85,7 @@ impl RingCluster {
                 clock,
                 hint_window_ms: shape.hint_window_ms,
                 engine: shape.engine,
+                repair_interval_ms: None,
             };
             handle
                 .create_node()
@@ -161,6 +164,33 @@ pub async fn replica_rows(addr: SocketAddr, query: PartitionQuery) -> Option<Vec
         .await
     {
         Ok(RingResponse::Rows(rows)) => Some(rows),
+        _ => None,
+    }
+}
+
+/// Asks node `addr` to run anti-entropy repair now; its report.
+pub async fn repair(addr: SocketAddr) -> Option<RepairReport> {
+    let rpc = RpcClient::new();
+    match rpc
+        .call::<_, RingResponse>(addr, &RingRequest::Repair, Duration::from_secs(60))
+        .await
+    {
+        Ok(RingResponse::Repaired(report)) => Some(report),
+        _ => None,
+    }
+}
+
+/// Node `addr`'s Merkle root over the whole ring.
+pub async fn merkle_root(addr: SocketAddr) -> Option<u128> {
+    let rpc = RpcClient::new();
+    let request = RingRequest::ReplicaMerkle {
+        range: TokenRange::FULL,
+    };
+    match rpc
+        .call::<_, RingResponse>(addr, &request, Duration::from_secs(10))
+        .await
+    {
+        Ok(RingResponse::Merkle(tree)) => Some(tree.root()),
         _ => None,
     }
 }

@@ -85,6 +85,7 @@ mod bench {
                 clock: NodeClock::new(),
                 hint_window_ms: HINT_WINDOW_MS_DEFAULT,
                 engine: engine_config(),
+                repair_interval_ms: None,
             };
             tokio::spawn(chat_system::ring::node::run(listener, config));
         }

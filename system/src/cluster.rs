@@ -66,6 +66,7 @@ impl Topology {
             clock,
             hint_window_ms: HINT_WINDOW_MS_DEFAULT,
             engine: engine_config(),
+            repair_interval_ms: None,
         }
     }
 

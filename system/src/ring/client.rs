@@ -135,6 +135,36 @@ impl StoreClient {
         }
     }
 
+    /// Deletes message `message_id` of `channel_id` with a tombstone at `write_us`.
+    pub async fn delete(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+        write_us: i64,
+    ) -> Result<(), StoreError> {
+        let key = RowKey {
+            channel_id,
+            bucket: bucket_of(message_id),
+            message_id,
+        };
+        let row = Row {
+            key,
+            cell: Cell {
+                write_us,
+                value: None,
+            },
+        };
+        let request = RingRequest::Write {
+            row,
+            consistency: self.consistency,
+        };
+        match self.send(channel_id, request, WRITE_TIMEOUT_MS).await? {
+            RingResponse::Written => Ok(()),
+            RingResponse::Failed(error) => Err(error),
+            other => Err(StoreError::Storage(format!("a delete answered {other:?}"))),
+        }
+    }
+
     /// A page of history, newest first, walking buckets back to the channel's creation.
     pub async fn history(&self, query: HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
         let newest_bucket = match query.before {

@@ -334,7 +334,7 @@ impl RingNode {
                 .collect();
             let live = trusted.iter().filter(|r| r.cell.value.is_some()).count();
             if live >= query.limit || frontier.is_none() || round >= SHORT_READ_ROUNDS_MAX {
-                self.repair(&views, &trusted).await;
+                self.read_repair(&views, &trusted).await;
                 return RingResponse::Rows(live_rows(trusted, query.limit));
             }
 
@@ -363,7 +363,7 @@ impl RingNode {
 
     /// Blocking read repair: writes each winner to every contacted replica that answered with
     /// an older version or none, and waits for those writes.
-    async fn repair(self: &Arc<Self>, views: &[ReplicaRows], winners: &[Row]) {
+    async fn read_repair(self: &Arc<Self>, views: &[ReplicaRows], winners: &[Row]) {
         let mut repairs = Vec::new();
         for view in views {
             for winner in winners {

@@ -15,7 +15,8 @@
 //!
 //! Membership is gossip every second with generations and versions ([`gossip`]) feeding a
 //! phi-accrual failure detector ([`failure_detector`]), which decides hints and Unavailable.
-//! TODO(ring-repair): anti-entropy repair with Merkle trees.
+//! Anti-entropy repair compares Merkle trees per token range and streams the differences
+//! ([`repair`]).
 //! Not modelled: TTL (expiring) cells, counters, lightweight transactions, topology changes.
 
 pub mod client;
@@ -28,6 +29,7 @@ pub mod layout;
 pub mod merkle;
 pub mod node;
 pub mod placement;
+pub mod repair;
 pub mod token;
 
 use serde::{Deserialize, Serialize};

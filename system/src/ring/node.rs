@@ -22,6 +22,8 @@ use super::gossip::{next_generation, run_gossip, seeded_chooser, GossipConfig, G
 use super::gossip::{Gossiper, SharedGossiper};
 use super::hints::HintStore;
 use super::layout::RingLayout;
+use super::merkle::{MerkleTree, TokenRange};
+use super::repair::RepairReport;
 use super::{Consistency, PartitionQuery, Row, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
@@ -61,6 +63,23 @@ pub enum RingRequest {
     },
     /// A gossip exchange message.
     Gossip(GossipMessage),
+    /// This replica's Merkle tree of a token range.
+    ReplicaMerkle {
+        /// The range.
+        range: TokenRange,
+    },
+    /// Every row (tombstones included) this replica holds in these `(left, right]` ranges.
+    ReplicaRangeRows {
+        /// The ranges.
+        ranges: Vec<(i64, i64)>,
+    },
+    /// Apply these rows on this replica (repair streaming).
+    ReplicaApply {
+        /// The rows.
+        rows: Vec<Row>,
+    },
+    /// Repair every range this node replicates now (anti-entropy, as `nodetool repair`).
+    Repair,
 }
 
 /// A ring node's answer.
@@ -74,6 +93,10 @@ pub enum RingResponse {
     Digest(u64),
     /// The answer to a gossip message.
     Gossip(Option<GossipMessage>),
+    /// A replica's Merkle tree.
+    Merkle(MerkleTree),
+    /// What a repair did.
+    Repaired(RepairReport),
     /// The operation failed.
     Failed(StoreError),
 }
@@ -93,6 +116,8 @@ pub struct RingNodeConfig {
     pub hint_window_ms: i64,
     /// The storage engine's configuration (sync mode, gc grace, compaction).
     pub engine: EngineConfig,
+    /// Run anti-entropy repair this often, if set.
+    pub repair_interval_ms: Option<u64>,
 }
 
 /// The engine configuration ring nodes run with by default: Cassandra's defaults, but batch
@@ -120,6 +145,7 @@ pub(super) struct RingNode {
 pub struct OpenRingNode {
     node: Arc<RingNode>,
     gossip_seed: i64,
+    repair_interval_ms: Option<u64>,
 }
 
 /// Opens a ring node: replays its commit log and tables, loads its hints and its gossip
@@ -151,7 +177,11 @@ pub fn open(config: RingNodeConfig) -> std::io::Result<OpenRingNode> {
         hints: Mutex::new(hints),
         gossip,
     });
-    Ok(OpenRingNode { node, gossip_seed })
+    Ok(OpenRingNode {
+        node,
+        gossip_seed,
+        repair_interval_ms: config.repair_interval_ms,
+    })
 }
 
 impl OpenRingNode {
@@ -161,6 +191,10 @@ impl OpenRingNode {
         let node = self.node;
         tokio::spawn(gossip_task(node.clone(), self.gossip_seed));
         tokio::spawn(node.clone().deliver_hints());
+        if let Some(interval_ms) = self.repair_interval_ms {
+            let interval = std::time::Duration::from_millis(interval_ms);
+            tokio::spawn(node.clone().repair_on_schedule(interval));
+        }
         let engine = node.engine.clone();
         let server = serve_rpc(listener, move |request: RingRequest| {
             let node = node.clone();
@@ -204,6 +238,19 @@ impl RingNode {
                 RingResponse::Digest(digest(&self.engine.lock().await.read(&query)))
             }
             RingRequest::Gossip(message) => RingResponse::Gossip(self.gossip.handle(message)),
+            RingRequest::ReplicaMerkle { range } => RingResponse::Merkle(self.merkle(range).await),
+            RingRequest::ReplicaRangeRows { ranges } => {
+                RingResponse::Rows(self.rows_in(&ranges).await)
+            }
+            RingRequest::ReplicaApply { rows } => {
+                for row in rows {
+                    if let failed @ RingResponse::Failed(_) = self.apply_local(row).await {
+                        return failed;
+                    }
+                }
+                RingResponse::Written
+            }
+            RingRequest::Repair => RingResponse::Repaired(self.repair().await),
         }
     }
 
