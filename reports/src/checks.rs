@@ -51,10 +51,12 @@ pub enum CheckClass {
     Objective,
 }
 
-/// The name and class of every check. `invariants` counts the error-level events the cluster
-/// logged, which the harness collects; the others read the history.
-pub const CHECKS: [(&str, CheckClass); 6] = [
+/// The name and class of every check. The harness makes `invariants` (error-level events the
+/// cluster logged) and `convergence` (replicas' Merkle roots after heal and repair); the others
+/// read the history.
+pub const CHECKS: [(&str, CheckClass); 7] = [
     ("invariants", CheckClass::Safety),
+    ("convergence", CheckClass::Safety),
     ("durability", CheckClass::Safety),
     ("ordering", CheckClass::Safety),
     ("sequence", CheckClass::Safety),

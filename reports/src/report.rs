@@ -78,8 +78,9 @@ pub struct RunInfo {
     pub availability_objective: f64,
     /// The command that replays this run.
     pub replay_command: String,
-    /// Error-level events the cluster logged (broken invariants): how many, the first few.
-    pub invariant_errors: (u64, Vec<String>),
+    /// Checks the harness made itself rather than from the history: `invariants` (error-level
+    /// events the cluster logged) and `convergence` (replicas' Merkle roots after repair).
+    pub harness_checks: BTreeMap<String, CheckResult>,
 }
 
 /// The report.
@@ -196,14 +197,7 @@ impl Report {
     /// Checks `history` and builds the report.
     pub fn build(info: RunInfo, history: &History) -> Self {
         let mut checks = check_all(history, info.availability_objective);
-        let (error_count, examples) = info.invariant_errors.clone();
-        checks.insert(
-            "invariants".to_string(),
-            CheckResult {
-                violations: error_count,
-                examples,
-            },
-        );
+        checks.extend(info.harness_checks.clone());
         let exit_code = exit_code(&checks);
         let operations = count(history, true);
         let reads = count(history, false);
@@ -347,7 +341,7 @@ mod tests {
             schedule: Schedule::default(),
             availability_objective: 0.9999,
             replay_command: "cargo chatsim run --seed 7".into(),
-            invariant_errors: (0, Vec::new()),
+            harness_checks: BTreeMap::new(),
         }
     }
 
@@ -415,7 +409,11 @@ mod tests {
     #[test]
     fn a_logged_invariant_error_fails_the_run_as_a_safety_violation() {
         let mut info = info();
-        info.invariant_errors = (1, vec!["chat_system::guild: fanout_queue_closed".into()]);
+        let error = CheckResult {
+            violations: 1,
+            examples: vec!["chat_system::guild: fanout_queue_closed".into()],
+        };
+        info.harness_checks.insert("invariants".into(), error);
         let report = Report::build(info, &History::default());
         assert_eq!(report.checks["invariants"].violations, 1);
         assert_eq!(report.exit_code, EXIT_SAFETY);

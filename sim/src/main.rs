@@ -146,10 +146,7 @@ mod sim {
             schedule: scenario.schedule.clone(),
             availability_objective: scenario.availability_objective,
             replay_command: replay,
-            invariant_errors: (
-                output.invariant_errors.count,
-                output.invariant_errors.examples,
-            ),
+            harness_checks: output.harness_checks(),
         };
         let report = Report::build(info, &output.history);
         print!("{}", report.summary());

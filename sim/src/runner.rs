@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_faults::{FaultKind, Schedule};
+use chat_reports::checks::CheckResult;
 use chat_reports::history::History;
 use chat_system::cluster::Topology;
 use chat_system::directory::{Directory, DirectoryShape};
@@ -41,6 +42,22 @@ pub struct RunOutput {
     pub wall_seconds: f64,
     /// Error-level events the cluster logged: each is a broken invariant.
     pub invariant_errors: InvariantErrors,
+    /// Whether every ring replica's Merkle root was equal after heal and repair.
+    pub convergence: CheckResult,
+}
+
+impl RunOutput {
+    /// The checks the harness made itself, by name, for the report.
+    pub fn harness_checks(&self) -> BTreeMap<String, CheckResult> {
+        let invariants = CheckResult {
+            violations: self.invariant_errors.count,
+            examples: self.invariant_errors.examples.clone(),
+        };
+        let mut checks = BTreeMap::new();
+        checks.insert("invariants".to_string(), invariants);
+        checks.insert("convergence".to_string(), self.convergence.clone());
+        checks
+    }
 }
 
 /// Error-level tracing events of one run: how many, and the first few.
@@ -207,7 +224,7 @@ fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
 
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
-    let (history, trace, events) = runtime.block_on(supervise(scenario.clone()));
+    let (history, trace, events, convergence) = runtime.block_on(supervise(scenario.clone()));
     RUN_ERRORS.with(|run| *run.borrow_mut() = None);
     let invariant_errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     RunOutput {
@@ -217,10 +234,11 @@ fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
         sim_seconds: scenario.duration_ms as f64 / 1000.0,
         wall_seconds: wall_start.elapsed().as_secs_f64(),
         invariant_errors,
+        convergence,
     }
 }
 
-async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
+async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     let handle = Handle::current();
     let start = Instant::now();
     let recorder = Recorder::new(start);
@@ -305,11 +323,66 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64) {
         }
     });
 
-    // 4. The faults, then the end of the run.
+    // 4. The faults; then, with everything healed, repair and compare every replica.
     nemesis(&handle, &scenario.schedule, &env.disks, &recorder, start).await;
+    let check_at = scenario
+        .duration_ms
+        .saturating_sub(CONVERGENCE_BEFORE_END_MS);
+    tokio::time::sleep_until(runtime_instant(start + Duration::from_millis(check_at))).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ring = topology.ring.clone();
+    client_node.spawn(async move {
+        let _ = tx.send(converge(&ring).await);
+    });
+    let convergence = rx.await.unwrap_or_else(|_| CheckResult {
+        violations: 1,
+        examples: vec!["the convergence check did not finish".into()],
+    });
+
+    // 5. The end of the run.
     let end = runtime_instant(start + Duration::from_millis(scenario.duration_ms));
     tokio::time::sleep_until(end).await;
-    recorder.snapshot()
+    let (history, trace, events) = recorder.snapshot();
+    (history, trace, events, convergence)
+}
+
+/// How long before the end of a run the replicas are repaired and compared.
+const CONVERGENCE_BEFORE_END_MS: u64 = 4_000;
+
+/// Repairs every ring node in turn, then compares their Merkle roots over the whole ring.
+async fn converge(ring: &[SocketAddr]) -> CheckResult {
+    let mut result = CheckResult::default();
+    for (index, &addr) in ring.iter().enumerate() {
+        if crate::ringsim::repair(addr).await.is_none() {
+            result.violations += 1;
+            result
+                .examples
+                .push(format!("ring-{} did not finish its repair", index + 1));
+        }
+    }
+    let mut roots = Vec::new();
+    for &addr in ring {
+        roots.push(crate::ringsim::merkle_root(addr).await);
+    }
+    if roots.iter().any(Option::is_none) || roots.windows(2).any(|w| w[0] != w[1]) {
+        result.violations += 1;
+        let shown: Vec<String> = roots
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                format!(
+                    "ring-{}: {}",
+                    i + 1,
+                    r.map_or("none".into(), |r| format!("{r:032x}"))
+                )
+            })
+            .collect();
+        result.examples.push(format!(
+            "Merkle roots differ after repair: {}",
+            shown.join(", ")
+        ));
+    }
+    result
 }
 
 /// Applies `schedule` in time order through madsim and the disks.

@@ -228,6 +228,12 @@ fn a_replica_down_past_the_hint_window_stays_behind() {
         let addrs = cluster.addrs.clone();
         let (report, held, roots) = cluster
             .on_client(async move {
+                let stale = merkle_root(addrs[1]).await;
+                assert_ne!(
+                    stale,
+                    merkle_root(addrs[0]).await,
+                    "ring-2 differs before repair"
+                );
                 let report = repair(addrs[1]).await.expect("ring-2 repairs");
                 let held = replica_ids(addrs[1], &channels, bucket).await;
                 let mut roots = Vec::new();

@@ -187,10 +187,7 @@ fn two_crashed_replicas_fail_quorum_writes_and_the_objective_check_says_so() {
         schedule: scenario.schedule.clone(),
         availability_objective: scenario.availability_objective,
         replay_command: String::new(),
-        invariant_errors: (
-            output.invariant_errors.count,
-            output.invariant_errors.examples,
-        ),
+        harness_checks: output.harness_checks(),
     };
     let report = Report::build(info, &output.history);
     assert!(report.checks["availability"].violations > 0);
