@@ -98,7 +98,12 @@ mod bench {
                 let work = async move {
                     let _ = tx.send(client(store, worker, write).await).await;
                 };
-                cluster.on_client(async move { tokio::spawn(work) }).await;
+                // Spawned from the client host, so the task runs there.
+                cluster
+                    .on_client(async move {
+                        let _detached = tokio::spawn(work);
+                    })
+                    .await;
             }
             drop(tx);
             let mut all = Vec::new();
