@@ -227,6 +227,46 @@ mod tests {
     }
 
     #[test]
+    fn two_tombstones_at_one_timestamp_are_the_same_deletion() {
+        // Reference case 3 (both deleted): with no TTL cells modelled, two tombstones at one
+        // timestamp are indistinguishable, so neither supersedes the other.
+        assert!(!cell(5, None).supersedes(&cell(5, None)));
+    }
+
+    #[test]
+    fn every_tie_resolves_the_same_in_either_order() {
+        // Replicas meet writes in different orders; reconciliation must not care.
+        let cells = [
+            cell(4, Some("a")),
+            cell(5, Some("a")),
+            cell(5, Some("b")),
+            cell(5, None),
+        ];
+        let key = RowKey {
+            channel_id: 1,
+            bucket: 0,
+            message_id: 2,
+        };
+        let rows = |order: &[usize]| -> Vec<Row> {
+            order
+                .iter()
+                .map(|&i| Row {
+                    key,
+                    cell: cells[i].clone(),
+                })
+                .collect()
+        };
+        let forward = reconcile(rows(&[0, 1, 2, 3]));
+        let backward = reconcile(rows(&[3, 2, 1, 0]));
+        assert_eq!(forward, backward);
+        assert_eq!(
+            forward[0].cell,
+            cell(5, None),
+            "the tombstone wins the 5 µs tie"
+        );
+    }
+
+    #[test]
     fn reconcile_keeps_one_winner_per_key_newest_first() {
         let key = |message_id| RowKey {
             channel_id: 1,
