@@ -35,6 +35,12 @@ fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
 }
 
 impl Chatd {
+    /// The first channel of the first guild.
+    fn first_channel(&self) -> u64 {
+        let guild = self.directory.guilds.values().next().expect("a guild");
+        guild.channels[0].id
+    }
+
     fn start() -> Chatd {
         let data = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
@@ -135,6 +141,20 @@ async fn next_json(ws: &mut Ws) -> Value {
             Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
             Message::Close(frame) => panic!("closed: {frame:?}"),
             _ => continue,
+        }
+    }
+}
+
+/// Reads until the server's close frame; its code.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let message = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a close in time");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
         }
     }
 }
@@ -267,17 +287,8 @@ async fn heartbeats_are_acknowledged_and_a_silent_session_is_closed_with_4009() 
 
     // No more heartbeats: closed after 1.5 intervals with "session timed out".
     let started = std::time::Instant::now();
-    let close = loop {
-        match tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(u16::from(close.code), 4009);
+    let close = close_code(&mut ws).await;
+    assert_eq!(close, 4009);
     assert!(
         started.elapsed() >= Duration::from_millis(1000),
         "not before the deadline"
@@ -303,14 +314,7 @@ async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
     }
 
     // REST: no token is 401; a channel of a guild the user is not in is 403; both are JSON.
-    let channel = chatd
-        .directory
-        .guilds
-        .values()
-        .next()
-        .expect("guild")
-        .channels[0]
-        .id;
+    let channel = chatd.first_channel();
     let path = format!("/api/v10/channels/{channel}/messages");
     let (status, body) = http_request(chatd.api, Method::GET, &path, None, None, TIMEOUT)
         .await
@@ -344,31 +348,14 @@ async fn oversized_payloads_are_closed_with_4002_at_any_size() {
         let padding = "x".repeat(size);
         let payload = json!({"op": 1, "d": null, "pad": padding}).to_string();
         ws.send(Message::Text(payload.into())).await.expect("send");
-        let close = loop {
-            match tokio::time::timeout(TIMEOUT, ws.next())
-                .await
-                .expect("an answer in time")
-            {
-                Some(Ok(Message::Close(Some(frame)))) => break frame,
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame for {size} bytes, got {other:?}"),
-            }
-        };
-        assert_eq!(u16::from(close.code), 4002, "{size} bytes");
+        assert_eq!(close_code(&mut ws).await, 4002, "{size} bytes");
     }
 }
 
 #[tokio::test]
 async fn rest_refusals_are_discord_shaped_json() {
     let chatd = Chatd::start();
-    let channel = chatd
-        .directory
-        .guilds
-        .values()
-        .next()
-        .expect("guild")
-        .channels[0]
-        .id;
+    let channel = chatd.first_channel();
     let path = format!("/api/v10/channels/{channel}/messages");
     let auth = Some("Bot token-1");
     let cases: [(Method, Option<Vec<u8>>, StatusCode); 3] = [
