@@ -120,6 +120,7 @@ fn the_report_keeps_its_contract() {
     assert_eq!(report["faults"].as_array().unwrap().len(), 2);
 }
 
+#[cfg(madsim)]
 #[test]
 fn an_out_path_that_cannot_be_a_directory_is_refused_before_running() {
     let tmp = tempfile::tempdir().expect("temp dir");
