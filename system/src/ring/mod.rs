@@ -383,4 +383,61 @@ mod tests {
         assert_eq!(bucket_of(day10 - 1), 0);
         assert_eq!(bucket_of(day10), 1);
     }
+
+    fn slice(from: u64, to: u64, deleted_at_us: i64) -> RangeTombstone {
+        RangeTombstone {
+            channel_id: 1,
+            bucket: 0,
+            from,
+            to,
+            deleted_at_us,
+        }
+    }
+
+    #[test]
+    fn a_range_tombstone_deletes_its_inclusive_slice_at_and_before_its_timestamp() {
+        let tombstone = slice(10, 20, 100);
+        let key = |bucket, message_id| RowKey {
+            channel_id: 1,
+            bucket,
+            message_id,
+        };
+        assert!(
+            tombstone.deletes(&key(0, 10), 100),
+            "a write at the deletion"
+        );
+        assert!(tombstone.deletes(&key(0, 20), 99));
+        assert!(!tombstone.deletes(&key(0, 15), 101), "a later write");
+        assert!(!tombstone.deletes(&key(0, 9), 1));
+        assert!(!tombstone.deletes(&key(0, 21), 1));
+        assert!(!tombstone.deletes(&key(1, 15), 1), "another partition");
+        assert!(tombstone.overlaps(key(0, 20), key(0, 30)));
+        assert!(!tombstone.overlaps(key(0, 21), key(0, 30)));
+    }
+
+    #[test]
+    fn reconcile_slice_drops_what_any_replicas_range_tombstone_deletes() {
+        let key = |message_id| RowKey {
+            channel_id: 1,
+            bucket: 0,
+            message_id,
+        };
+        let row = |id, write_us| Row {
+            key: key(id),
+            cell: cell(write_us, Some("m")),
+        };
+
+        // Replica A: ids 1..=4 at 5. Replica B: id 2 again at 12, id 3 at 10, id 5 at 11.
+        let a = (1..=4).map(|id| row(id, 5));
+        let b = [row(2, 12), row(3, 10), row(5, 11)];
+        let merged = reconcile_slice(a.chain(b), &[slice(2, 3, 10), slice(4, 4, 1)]);
+
+        // Id 3's winner (10) is at the deletion and goes; id 2's (12) is later and stays;
+        // id 4 at 5 is newer than the second tombstone; ids 1 and 5 are outside.
+        let kept: Vec<(u64, i64)> = merged
+            .iter()
+            .map(|r| (r.key.message_id, r.cell.write_us))
+            .collect();
+        assert_eq!(kept, vec![(5, 11), (4, 5), (2, 12), (1, 5)]);
+    }
 }

@@ -784,6 +784,16 @@ mod tests {
         }
     }
 
+    fn range(from: u64, to: u64, deleted_at_us: i64) -> RangeTombstone {
+        RangeTombstone {
+            channel_id: 9,
+            bucket: 0,
+            from,
+            to,
+            deleted_at_us,
+        }
+    }
+
     fn query(before: Option<u64>, after: Option<u64>, limit: usize) -> PartitionQuery {
         PartitionQuery {
             channel_id: 9,
@@ -1282,5 +1292,125 @@ mod tests {
         let report = engine.compact(EARLY_US).unwrap().unwrap();
         assert_eq!(report.inputs, vec![1, 2]);
         assert_eq!(summary(engine.read(&query(None, None, 10)).rows), deleted);
+    }
+
+    #[test]
+    fn a_range_tombstone_deletes_its_slice_up_to_its_timestamp() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+
+        // 1. Five rows at 10, ids 2..=4 deleted at 20, then id 3 written after the deletion
+        // and id 4 written at its very timestamp.
+        apply_all(&mut engine, (1..=5).map(|id| live(id, 10, "m")));
+        engine.apply_range(range(2, 4, 20)).unwrap();
+        apply_all(&mut engine, [live(3, 21, "after"), live(4, 20, "at")]);
+
+        // 2. Id 2 and id 4 (written at 20 <= 20) are gone, id 3 (21) survives; 1 and 5 lie
+        // outside the slice. The tombstone comes with the rows.
+        let full = engine.read(&query(None, None, 10));
+        let survivors = expect(&[(5, 10, "m"), (3, 21, "after"), (1, 10, "m")]);
+        assert_eq!(summary(full.rows), survivors);
+        assert_eq!(full.range_tombstones, vec![range(2, 4, 20)]);
+
+        // 3. Shadowed rows do not count against the limit: two rows are 5 and 3, and the page,
+        // full, covers ids 3 and up, which the tombstone overlaps.
+        let page = engine.read(&query(None, None, 2));
+        assert_eq!(summary(page.rows), survivors[..2]);
+        assert_eq!(page.range_tombstones, vec![range(2, 4, 20)]);
+
+        // 4. Below id 2 the tombstone is not in the slice and is not returned.
+        let below = engine.read(&query(Some(2), None, 10));
+        assert_eq!(summary(below.rows), survivors[2..]);
+        assert!(below.range_tombstones.is_empty());
+        assert_eq!(ids(engine.rows()), vec![1, 3, 5]);
+    }
+
+    #[test]
+    fn range_tombstones_survive_a_flush_a_crash_and_a_reopen() {
+        let disk = SimDisk::new();
+        let (mut engine, _) = open(&disk, config(BATCH));
+
+        // 1. One range tombstone flushed into table 1, another only in the commit log.
+        apply_all(&mut engine, (1..=6).map(|id| live(id, 10, "m")));
+        engine.apply_range(range(1, 2, 15)).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(5, 9, 15)).unwrap();
+        let before = engine.read(&query(None, None, 10));
+        assert_eq!(ids(before.rows.clone()), vec![4, 3]);
+        drop(engine);
+
+        // 2. After a crash: the table and the log's frame give the same answer.
+        disk.crash(None);
+        let (engine, replay) = open(&disk, config(BATCH));
+        assert_eq!((replay.sstables_loaded, replay.rows_replayed), (1, 1));
+        assert_eq!(engine.read(&query(None, None, 10)), before);
+        let all: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(all, vec![range(1, 2, 15), range(5, 9, 15)]);
+    }
+
+    #[test]
+    fn compaction_purges_a_range_tombstone_past_gc_grace_with_the_rows_it_shadows() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+        let grace_us = 864_000 * 1_000_000;
+        let past_grace = NOW_US - grace_us - 1;
+        let at_grace = NOW_US - grace_us;
+        let nine_days_ago = NOW_US - 9 * DAY_US;
+
+        // 1. Four tables: old rows 1, 2 and a live row 7; ids 1..=2 deleted past gc grace;
+        // ids 5..=6 deleted nine days ago over a row 5; id 7 deleted exactly gc grace ago
+        // (before row 7 was written).
+        apply_all(
+            &mut engine,
+            [
+                live(1, past_grace - 1, "old"),
+                live(2, past_grace - 1, "old"),
+            ],
+        );
+        engine.apply(live(7, NOW_US, "now")).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(1, 2, past_grace)).unwrap();
+        engine.flush().unwrap();
+        engine.apply(live(5, nine_days_ago - 1, "young")).unwrap();
+        engine.apply_range(range(5, 6, nine_days_ago)).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(7, 7, at_grace)).unwrap();
+        engine.flush().unwrap();
+
+        // 2. Ids 1..=2 go with their rows; 5..=6 is too young and 7..=7 exactly gc grace
+        // old, so both stay, though row 5, shadowed, is dropped.
+        let report = engine.compact(NOW_US).unwrap().unwrap();
+        assert_eq!((report.rows_in, report.rows_out), (4, 1));
+        assert_eq!(report.tombstones_purged, 0);
+        assert_eq!(report.range_tombstones_purged, 1);
+        assert_eq!(engine.stats().tombstones_purged, 1);
+        assert_eq!(summary(engine.rows()), expect(&[(7, NOW_US, "now")]));
+        let kept: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(
+            kept,
+            vec![range(5, 6, nine_days_ago), range(7, 7, at_grace)]
+        );
+    }
+
+    #[test]
+    fn an_old_range_tombstone_stays_while_the_memtable_holds_older_data_in_its_slice() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+        let old = NOW_US - 11 * DAY_US;
+        for (from, to) in [(1, 2), (3, 3), (10, 20), (30, 30)] {
+            engine.apply_range(range(from, to, old)).unwrap();
+            engine.flush().unwrap();
+        }
+
+        // A late copy of id 2 written before its deletion, and id 15 written after one.
+        apply_all(
+            &mut engine,
+            [live(2, old - 1, "late"), live(15, old + 1, "newer")],
+        );
+
+        // 1..=2 must stay or the late value would come back; the other three may go.
+        let report = engine.compact(NOW_US).unwrap().unwrap();
+        assert_eq!(report.range_tombstones_purged, 3);
+        let kept: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(kept, vec![range(1, 2, old)]);
+        let read = engine.read(&query(None, None, 10));
+        assert_eq!(summary(read.rows), expect(&[(15, old + 1, "newer")]));
     }
 }
