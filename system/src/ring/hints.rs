@@ -3,11 +3,11 @@
 //! A hint is the original write, a row or a range tombstone ([`Mutation`]), with its original
 //! write timestamp, so replaying it is idempotent and can never overwrite newer data. A
 //! mutation is framed untagged, as the row or the range tombstone alone, so hint files
-//! written before range tombstones existed (rows only) still load. Hints for one target live in one file on the
-//! coordinator's disk (`hints-<target>`), framed like the commit log. The hint window bounds
-//! how long a target may be down and still collect hints: once it has been down longer, hints
-//! stop until it is seen up and goes down again. The down-since times are kept in a file too,
-//! so the window survives a restart of the coordinator.
+//! written before range tombstones existed (rows only) still load. Hints for one target live
+//! in one file on the coordinator's disk (`hints-<target>`), framed like the commit log.
+//! The hint window bounds how long a target may be down and still collect hints: once it has
+//! been down longer, hints stop until it is seen up and goes down again. The down-since times
+//! are kept in a file too, so the window survives a restart of the coordinator.
 //!
 //! Not modelled: throttled delivery, hint file size limits, hints expiring after gc grace.
 

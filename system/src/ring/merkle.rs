@@ -7,9 +7,9 @@
 //! a tombstone included), and a leaf's digest covers the wrapping sum of its rows' hashes and
 //! their count, so the tree does not depend on insertion order. A range tombstone is hashed
 //! into the leaf of its partition's token like a row, over its own canonical bytes (a tag
-//! that no row's bytes begin with, then its partition, slice and deletion time). Inner nodes hash their two
-//! children; [`diff`] walks both trees from the root, skipping equal subtrees, and returns
-//! the leaf ranges whose digests differ, in token order.
+//! that no row's bytes begin with, then its partition, slice and deletion time). Inner nodes
+//! hash their two children; [`diff`] walks both trees from the root, skipping equal
+//! subtrees, and returns the leaf ranges whose digests differ, in token order.
 //!
 //! Guarantees: equal row sets in the same range at the same depth give equal roots; a row
 //! present on one side only, or different in any field, changes its leaf (barring a 128-bit
