@@ -18,7 +18,7 @@ use chat_system::ring::layout::RingLayout;
 use chat_system::ring::merkle::TokenRange;
 use chat_system::ring::node::{engine_config, RingNodeConfig, RingRequest, RingResponse};
 use chat_system::ring::repair::RepairReport;
-use chat_system::ring::{Consistency, PartitionQuery, Row, REPLICATION_FACTOR};
+use chat_system::ring::{Consistency, PartitionQuery, Row, Slice, REPLICATION_FACTOR};
 use chat_system::rpc::RpcClient;
 use madsim::runtime::{Handle, NodeHandle};
 use tokio::net::TcpListener;
@@ -155,15 +155,21 @@ impl RingCluster {
     }
 }
 
-/// The rows node `addr` alone holds for `query` (tombstones included), read over the network.
+/// The rows node `addr` alone holds for `query` (tombstones included, none its range
+/// tombstones shadow), read over the network.
 pub async fn replica_rows(addr: SocketAddr, query: PartitionQuery) -> Option<Vec<Row>> {
+    replica_slice(addr, query).await.map(|slice| slice.rows)
+}
+
+/// What node `addr` alone answers `query` with: rows and range tombstones.
+pub async fn replica_slice(addr: SocketAddr, query: PartitionQuery) -> Option<Slice> {
     let rpc = RpcClient::new();
     let request = RingRequest::ReplicaRead { query };
     match rpc
         .call::<_, RingResponse>(addr, &request, Duration::from_secs(5))
         .await
     {
-        Ok(RingResponse::Rows(rows)) => Some(rows),
+        Ok(RingResponse::Slice(slice)) => Some(slice),
         _ => None,
     }
 }

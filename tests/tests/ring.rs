@@ -551,3 +551,174 @@ fn crashing_every_replica_loses_nothing_acknowledged_in_batch_mode() {
         lost.len()
     );
 }
+
+/// Every message id of `channel` through `store`, paging `limit` at a time.
+async fn paged_ids(store: &StoreClient, channel_id: u64, limit: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let query = HistoryQuery {
+            channel_id,
+            before,
+            limit,
+        };
+        let page = store.history(query).await.expect("history read succeeds");
+        seen.extend(page.iter().map(|m| m.message_id));
+        match page.last() {
+            Some(oldest) if page.len() == limit => before = Some(oldest.message_id),
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// The ids of `acked` (ascending) without the 6th to the 15th, newest first.
+fn outside_the_deleted_slice(acked: &[u64]) -> Vec<u64> {
+    let mut kept: Vec<u64> = acked[..5].iter().chain(&acked[15..]).copied().collect();
+    kept.reverse();
+    kept
+}
+
+#[test]
+fn a_quorum_range_delete_hides_its_slice_from_quorum_reads() {
+    simulate(9, || async {
+        let cluster = RingCluster::start(&RingShape::default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let store = cluster.store(&[0, 1, 2], Consistency::Quorum);
+        let channel = channels()[0];
+
+        // 1. Twenty messages; the 6th to the 15th deleted; the 8th written again afterwards.
+        let clock = cluster.clock(0);
+        let (acked, seen, paged) = cluster
+            .on_client(async move {
+                let acked = write_messages(&store, &[channel], 20, Duration::from_millis(20)).await;
+                let deleted_at_us = clock.now_us();
+                store
+                    .delete_range(channel, acked[5], acked[14], deleted_at_us)
+                    .await
+                    .expect("the range delete reaches QUORUM");
+                let again = StoredMessage {
+                    channel_id: channel,
+                    message_id: acked[7],
+                    guild_id: 1,
+                    author_id: 1,
+                    content: "written after the delete".into(),
+                    nonce: None,
+                };
+                store.put(&again, deleted_at_us + 1).await.expect("a put");
+                let seen = history_ids(&store, &[channel]).await;
+                (acked, seen, paged_ids(&store, channel, 3).await)
+            })
+            .await;
+
+        // 2. Outside the slice everything stays; inside only the later write survives.
+        assert_eq!(acked.len(), 20);
+        let mut expected = outside_the_deleted_slice(&acked);
+        expected.insert(5, acked[7]);
+        assert_eq!(seen, expected.iter().copied().collect::<BTreeSet<u64>>());
+        assert_eq!(paged, expected, "pages of three cross the slice in order");
+    });
+}
+
+/// Twenty messages on every replica, a range delete of the 6th to the 15th that ring-2 misses
+/// (no hints), and ring-2 back up; the ids written, ascending.
+async fn range_delete_missed_by_ring_2(cluster: &RingCluster, channel: u64) -> Vec<u64> {
+    let store = cluster.store(&[0, 2], Consistency::All);
+    let acked = cluster
+        .on_client(async move {
+            write_messages(&store, &[channel], 20, Duration::from_millis(20)).await
+        })
+        .await;
+    assert_eq!(acked.len(), 20);
+
+    cluster.crash(1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let store = cluster.store(&[0, 2], Consistency::Quorum);
+    let clock = cluster.clock(0);
+    let (from, to) = (acked[5], acked[14]);
+    cluster
+        .on_client(async move { store.delete_range(channel, from, to, clock.now_us()).await })
+        .await
+        .expect("the range delete reaches QUORUM");
+    cluster.restart(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // ring-2 alone at ONE still has all twenty.
+    let at_one = cluster.store(&[1], Consistency::One);
+    let stale = cluster
+        .on_client(async move { history_ids(&at_one, &[channel]).await })
+        .await;
+    assert_eq!(stale.len(), 20, "ring-2 missed the range delete");
+    acked
+}
+
+#[test]
+fn a_range_delete_missed_by_a_replica_is_repaired_by_a_quorum_read() {
+    simulate(10, || async {
+        let shape = RingShape {
+            hint_window_ms: 0,
+            ..RingShape::default()
+        };
+        let cluster = RingCluster::start(&shape);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let channel = channels()[0];
+        let acked = range_delete_missed_by_ring_2(&cluster, channel).await;
+
+        // 1. QUORUM pages of four coordinated by ring-2, which reads its own data first: its
+        // second page is all shadowed rows, so short-read protection has to page on.
+        let at_quorum = cluster.store(&[1], Consistency::Quorum);
+        let paged = cluster
+            .on_client(async move { paged_ids(&at_quorum, channel, 4).await })
+            .await;
+        let expected = outside_the_deleted_slice(&acked);
+        assert_eq!(paged, expected);
+
+        // 2. Read repair gave ring-2 the range tombstone.
+        let at_one = cluster.store(&[1], Consistency::One);
+        let after = cluster
+            .on_client(async move { paged_ids(&at_one, channel, 100).await })
+            .await;
+        assert_eq!(after, expected, "ring-2 alone, after the QUORUM read");
+    });
+}
+
+#[test]
+fn a_range_delete_missed_by_a_replica_is_repaired_by_anti_entropy() {
+    simulate(11, || async {
+        let shape = RingShape {
+            hint_window_ms: 0,
+            ..RingShape::default()
+        };
+        let cluster = RingCluster::start(&shape);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let channel = channels()[0];
+        let acked = range_delete_missed_by_ring_2(&cluster, channel).await;
+
+        // Repair from ring-2: it pulls the range tombstone, and every root is then equal.
+        let addrs = cluster.addrs.clone();
+        let bucket = current_bucket();
+        let (stale_root, report, held, roots) = cluster
+            .on_client(async move {
+                let stale_root = merkle_root(addrs[1]).await != merkle_root(addrs[0]).await;
+                let report = repair(addrs[1]).await.expect("ring-2 repairs");
+                let held = replica_ids(addrs[1], &[channel], bucket).await;
+                let mut roots = Vec::new();
+                for &addr in &addrs {
+                    roots.push(merkle_root(addr).await.expect("a Merkle tree"));
+                }
+                (stale_root, report, held, roots)
+            })
+            .await;
+        assert!(stale_root, "ring-2's root differs before repair");
+        assert!(
+            report.range_tombstones_pulled >= 1 && report.replicas_unreachable == 0,
+            "{report:?}"
+        );
+        let expected = outside_the_deleted_slice(&acked);
+        assert_eq!(held, expected.into_iter().collect::<BTreeSet<u64>>());
+        assert!(
+            roots.windows(2).all(|w| w[0] == w[1]),
+            "roots differ: {roots:x?}"
+        );
+    });
+}

@@ -8,6 +8,11 @@
 //! History walks a channel's buckets newest first, back to the channel's own bucket (a channel
 //! is older than its messages). Like Discord's query code, a client remembers the buckets it
 //! found empty once they are settled (ended a day ago), and skips them afterwards.
+//!
+//! A range deletion ([`StoreClient::delete_range`]) becomes one range tombstone per bucket
+//! its ids span, each cut to that bucket's ids, written in turn at the client's level; ids
+//! older than the channel or newer than the bucket after the newest by this node's clock have
+//! no bucket to delete from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -15,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::node::{RingRequest, RingResponse};
-use super::{bucket_of, Cell, Consistency, PartitionQuery, Row, RowKey, StoreError};
+use super::{bucket_of, Cell, Consistency, PartitionQuery, RangeTombstone, Row, RowKey};
+use super::{StoreError, BUCKET_MS};
 use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
 use crate::env::clock::NodeClock;
 use crate::ids;
@@ -165,6 +171,44 @@ impl StoreClient {
         }
     }
 
+    /// Deletes the messages `from..=to` of `channel_id` with range tombstones at `write_us`:
+    /// a message written at or before `write_us` is gone, a later write survives. Fails on
+    /// the first bucket whose deletion fails; the buckets before it stay deleted.
+    pub async fn delete_range(
+        &self,
+        channel_id: u64,
+        from: u64,
+        to: u64,
+        write_us: i64,
+    ) -> Result<(), StoreError> {
+        let newest = bucket_of(ids::from_timestamp_ms(self.clock.now_ms())).saturating_add(1);
+        let first = bucket_of(from).max(bucket_of(channel_id));
+        let last = bucket_of(to).min(newest);
+        for bucket in first..=last {
+            let tombstone = RangeTombstone {
+                channel_id,
+                bucket,
+                from: from.max(bucket_first_id(bucket)),
+                to: to.min(bucket_first_id(bucket.saturating_add(1)).saturating_sub(1)),
+                deleted_at_us: write_us,
+            };
+            let request = RingRequest::WriteRange {
+                tombstone,
+                consistency: self.consistency,
+            };
+            match self.send(channel_id, request, WRITE_TIMEOUT_MS).await? {
+                RingResponse::Written => {}
+                RingResponse::Failed(error) => return Err(error),
+                other => {
+                    return Err(StoreError::Storage(format!(
+                        "a range delete answered {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A page of history, newest first, walking buckets back to the channel's creation.
     pub async fn history(&self, query: HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
         let newest_bucket = match query.before {
@@ -220,4 +264,9 @@ impl StoreClient {
         }
         Ok(messages)
     }
+}
+
+/// The smallest snowflake in `bucket`.
+fn bucket_first_id(bucket: u32) -> u64 {
+    ids::from_timestamp_ms(ids::DISCORD_EPOCH_MS + i64::from(bucket) * BUCKET_MS)
 }

@@ -11,6 +11,10 @@
 //!   the winners back to the replicas that were stale (blocking read repair, which makes
 //!   quorum reads monotonic). Short-read protection asks a replica that filled its page for
 //!   the next page, until the merged result can be trusted to the limit.
+//! - **Range tombstones** are written like rows (to every live replica, hinted for the rest).
+//!   A read merges every contacted replica's range tombstones with the rows and leaves out
+//!   the rows any of them shadows; read repair sends a replica each range tombstone over the
+//!   trusted part of the slice that it did not return, besides the rows it lacked.
 //! - **Liveness** is the gossip failure detector's (phi accrual, threshold 8): a peer never
 //!   heard from counts as up until the detector has samples of it.
 //! - **Hint delivery**: every second the node hands each target the detector holds up its
@@ -22,7 +26,7 @@
 //! TODO(ring-reads): retries happen only after a failure, not after a latency percentile as
 //! Cassandra's `speculative_retry` does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +37,8 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
 use super::node::{digest, RingNode, RingRequest, RingResponse};
-use super::{reconcile, Consistency, PartitionQuery, Row, StoreError};
+use super::{reconcile_slice, Consistency, Mutation, PartitionQuery, RangeTombstone, Row};
+use super::{RowKey, StoreError};
 use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
 
 /// Rounds of short-read protection before a read settles for what it has.
@@ -47,6 +52,8 @@ const HINT_BATCH_MAX: usize = 256;
 struct ReplicaRows {
     addr: SocketAddr,
     rows: Vec<Row>,
+    /// The range tombstones it returned so far.
+    range_tombstones: BTreeSet<RangeTombstone>,
     /// The oldest message id it returned so far.
     oldest: Option<u64>,
     /// Whether its last page was full, so it may hold older rows it did not return.
@@ -112,7 +119,7 @@ impl RingNode {
             .ok()
     }
 
-    async fn hint(&self, target: SocketAddr, row: Row) {
+    async fn hint(&self, target: SocketAddr, mutation: Mutation) {
         let now_ms = self.clock.now_ms();
         let mut hints = self.hints.lock().await;
 
@@ -122,7 +129,7 @@ impl RingNode {
                 tracing::warn!(%error, "hint_window_save_failed");
             }
         }
-        match hints.add(target, row, now_ms) {
+        match hints.add(target, mutation, now_ms) {
             Ok(true) => tracing::debug!(%target, "hint_stored"),
             Ok(false) => tracing::debug!(%target, "hint_window_passed"),
             Err(error) => tracing::warn!(%target, %error, "hint_store_failed"),
@@ -131,11 +138,12 @@ impl RingNode {
 
     pub(super) async fn coordinate_write(
         self: Arc<Self>,
-        row: Row,
+        mutation: Mutation,
         consistency: Consistency,
     ) -> RingResponse {
         // 1. Enough replicas believed up, or nothing is sent.
-        let replicas = self.replicas_for(row.key.channel_id, row.key.bucket);
+        let (channel_id, bucket) = mutation.partition();
+        let replicas = self.replicas_for(channel_id, bucket);
         let (up, down) = self.split_by_liveness(&replicas);
         let required = consistency.required(replicas.len(), self.local_count(&replicas));
         if up.len() < required {
@@ -147,19 +155,19 @@ impl RingNode {
 
         // 2. Hints for the replicas believed down.
         for target in down {
-            self.hint(target, row.clone()).await;
+            self.hint(target, mutation.clone()).await;
         }
 
         // 3. Every live replica gets the write in its own task; a failed or late one, a hint.
         let (tx, mut acks) = mpsc::channel(up.len());
         for replica in up {
-            let (node, row, tx) = (self.clone(), row.clone(), tx.clone());
+            let (node, mutation, tx) = (self.clone(), mutation.clone(), tx.clone());
             tokio::spawn(async move {
-                let request = RingRequest::ReplicaWrite { row: row.clone() };
+                let request = replica_write(mutation.clone());
                 let answer = node.call_replica(replica, request, WRITE_TIMEOUT_MS).await;
                 let acked = matches!(answer, Some(RingResponse::Written));
                 if !acked && replica != node.addr {
-                    node.hint(replica, row).await;
+                    node.hint(replica, mutation).await;
                 }
                 let _ = tx.send(acked).await;
             });
@@ -216,12 +224,12 @@ impl RingNode {
         let data_request = RingRequest::ReplicaRead {
             query: query.clone(),
         };
-        let rows = match data {
-            Some(RingResponse::Rows(rows)) => rows,
+        let slice = match data {
+            Some(RingResponse::Slice(slice)) => slice,
             _ => match self.retry_on_spares(&mut spares, &data_request).await {
-                Some((addr, RingResponse::Rows(rows))) => {
+                Some((addr, RingResponse::Slice(slice))) => {
                     contacted[0] = addr;
-                    rows
+                    slice
                 }
                 _ => {
                     return RingResponse::Failed(StoreError::Timeout {
@@ -231,7 +239,7 @@ impl RingNode {
                 }
             },
         };
-        let expected = digest(&rows);
+        let expected = digest(&slice);
         let mut agreed = true;
         let digest_request = RingRequest::ReplicaDigest {
             query: query.clone(),
@@ -253,7 +261,9 @@ impl RingNode {
             agreed &= matches!(answer, RingResponse::Digest(d) if d == expected);
         }
 
-        // 4. Agreement on a page that is complete to the limit: answer it as it is.
+        // 4. Agreement on a page that is complete to the limit: answer it as it is (a
+        //    replica leaves out the rows its own range tombstones shadow).
+        let rows = slice.rows;
         let live = rows.iter().filter(|r| r.cell.value.is_some()).count();
         if agreed && (live >= query.limit || rows.len() < query.limit) {
             return RingResponse::Rows(live_rows(rows, query.limit));
@@ -278,8 +288,8 @@ impl RingNode {
                 .call_replica(spare, request.clone(), READ_TIMEOUT_MS)
                 .await;
             match (request, answer) {
-                (RingRequest::ReplicaRead { .. }, Some(rows @ RingResponse::Rows(_))) => {
-                    return Some((spare, rows));
+                (RingRequest::ReplicaRead { .. }, Some(slice @ RingResponse::Slice(_))) => {
+                    return Some((spare, slice));
                 }
                 (RingRequest::ReplicaDigest { .. }, Some(d @ RingResponse::Digest(_))) => {
                     return Some((spare, d));
@@ -302,7 +312,7 @@ impl RingNode {
             let request = RingRequest::ReplicaRead {
                 query: query.clone(),
             };
-            let Some(RingResponse::Rows(rows)) =
+            let Some(RingResponse::Slice(slice)) =
                 self.call_replica(addr, request, READ_TIMEOUT_MS).await
             else {
                 return RingResponse::Failed(StoreError::Timeout {
@@ -310,31 +320,29 @@ impl RingNode {
                     received: views.len(),
                 });
             };
-            let oldest = rows.last().map(|r| r.key.message_id);
-            let cut = rows.len() >= query.limit;
+            let oldest = slice.rows.last().map(|r| r.key.message_id);
+            let cut = slice.rows.len() >= query.limit;
             views.push(ReplicaRows {
                 addr,
-                rows,
+                rows: slice.rows,
+                range_tombstones: slice.range_tombstones.into_iter().collect(),
                 oldest,
                 cut,
             });
         }
 
         for round in 0.. {
-            // The merge is trustworthy down to the oldest id a full page stopped at.
-            let all = views.iter().flat_map(|v| v.rows.iter().cloned());
+            // The merge is trustworthy down to the oldest id a full page stopped at; a row any
+            // replica's range tombstone shadows is out of it.
+            let (trusted, ranges) = merge_views(&views, query);
             let frontier = views
                 .iter()
                 .filter(|v| v.cut)
                 .filter_map(|v| v.oldest)
                 .max();
-            let trusted: Vec<Row> = reconcile(all)
-                .into_iter()
-                .filter(|r| frontier.is_none_or(|f| r.key.message_id >= f))
-                .collect();
             let live = trusted.iter().filter(|r| r.cell.value.is_some()).count();
             if live >= query.limit || frontier.is_none() || round >= SHORT_READ_ROUNDS_MAX {
-                self.read_repair(&views, &trusted).await;
+                self.read_repair(&views, &trusted, &ranges).await;
                 return RingResponse::Rows(live_rows(trusted, query.limit));
             }
 
@@ -345,7 +353,7 @@ impl RingNode {
                     ..query.clone()
                 };
                 let request = RingRequest::ReplicaRead { query: more };
-                let Some(RingResponse::Rows(rows)) =
+                let Some(RingResponse::Slice(slice)) =
                     self.call_replica(view.addr, request, READ_TIMEOUT_MS).await
                 else {
                     return RingResponse::Failed(StoreError::Timeout {
@@ -353,29 +361,49 @@ impl RingNode {
                         received: 0,
                     });
                 };
+                let rows = slice.rows;
                 view.cut = rows.len() >= query.limit;
                 view.oldest = rows.last().map(|r| r.key.message_id).or(view.oldest);
                 view.rows.extend(rows);
+                view.range_tombstones.extend(slice.range_tombstones);
             }
         }
         unreachable!("the loop returns by its last round")
     }
 
     /// Blocking read repair: writes each winner to every contacted replica that answered with
-    /// an older version or none, and waits for those writes.
-    async fn read_repair(self: &Arc<Self>, views: &[ReplicaRows], winners: &[Row]) {
+    /// an older version or none, and each range tombstone to every one that did not return
+    /// it, and waits for those writes.
+    async fn read_repair(
+        self: &Arc<Self>,
+        views: &[ReplicaRows],
+        winners: &[Row],
+        ranges: &[RangeTombstone],
+    ) {
         let mut repairs = Vec::new();
         for view in views {
+            for tombstone in ranges {
+                if !view.range_tombstones.contains(tombstone) {
+                    repairs.push((view.addr, Mutation::RangeDelete(*tombstone)));
+                }
+            }
             for winner in winners {
                 let held = view.rows.iter().find(|row| row.key == winner.key);
                 if held.is_none_or(|row| winner.cell.supersedes(&row.cell)) {
-                    repairs.push((view.addr, winner.clone()));
+                    repairs.push((view.addr, Mutation::Row(winner.clone())));
                 }
             }
         }
-        let writes = repairs.into_iter().map(|(replica, row)| {
-            tracing::debug!(%replica, message_id = row.key.message_id, "read_repair");
-            self.call_replica(replica, RingRequest::ReplicaWrite { row }, WRITE_TIMEOUT_MS)
+        let writes = repairs.into_iter().map(|(replica, mutation)| {
+            match &mutation {
+                Mutation::Row(row) => {
+                    tracing::debug!(%replica, message_id = row.key.message_id, "read_repair");
+                }
+                Mutation::RangeDelete(t) => {
+                    tracing::debug!(%replica, from = t.from, to = t.to, "read_repair_range");
+                }
+            }
+            self.call_replica(replica, replica_write(mutation), WRITE_TIMEOUT_MS)
         });
         join_all(writes).await;
     }
@@ -405,8 +433,8 @@ impl RingNode {
     async fn deliver_hints_to(self: &Arc<Self>, target: SocketAddr) {
         let batch = self.hints.lock().await.hints_for(target);
         let mut delivered = 0;
-        for row in batch.into_iter().take(HINT_BATCH_MAX) {
-            let request = RingRequest::ReplicaWrite { row };
+        for mutation in batch.into_iter().take(HINT_BATCH_MAX) {
+            let request = replica_write(mutation);
             match self.call_replica(target, request, WRITE_TIMEOUT_MS).await {
                 Some(RingResponse::Written) => delivered += 1,
                 _ => break,
@@ -419,6 +447,47 @@ impl RingNode {
             }
         }
     }
+}
+
+/// The replica-only request applying `mutation`.
+fn replica_write(mutation: Mutation) -> RingRequest {
+    match mutation {
+        Mutation::Row(row) => RingRequest::ReplicaWrite { row },
+        Mutation::RangeDelete(tombstone) => RingRequest::ReplicaWriteRange { tombstone },
+    }
+}
+
+/// The replicas' rows reconciled, with those any replica's range tombstone shadows left out,
+/// down to the oldest id a full page stopped at (the frontier); and the range tombstones
+/// overlapping that trusted part of the slice.
+fn merge_views(views: &[ReplicaRows], query: &PartitionQuery) -> (Vec<Row>, Vec<RangeTombstone>) {
+    let frontier = views
+        .iter()
+        .filter(|v| v.cut)
+        .filter_map(|v| v.oldest)
+        .max();
+    let key = |message_id| RowKey {
+        channel_id: query.channel_id,
+        bucket: query.bucket,
+        message_id,
+    };
+    let low = key(frontier
+        .or(query.after.map(|a| a.saturating_add(1)))
+        .unwrap_or(0));
+    let high = key(query.before.map_or(u64::MAX, |b| b.saturating_sub(1)));
+    let ranges: Vec<RangeTombstone> = views
+        .iter()
+        .flat_map(|v| v.range_tombstones.iter().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|t| t.overlaps(low, high))
+        .collect();
+    let all = views.iter().flat_map(|v| v.rows.iter().cloned());
+    let trusted = reconcile_slice(all, &ranges)
+        .into_iter()
+        .filter(|r| frontier.is_none_or(|f| r.key.message_id >= f))
+        .collect();
+    (trusted, ranges)
 }
 
 /// The live rows of `rows`, at most `limit`, in their order.

@@ -1,11 +1,13 @@
 //! Hinted handoff: writes a coordinator keeps for a replica that did not acknowledge them.
 //!
-//! A hint is the original row, with its original write timestamp, so replaying it is
-//! idempotent and can never overwrite newer data. Hints for one target live in one file on the
-//! coordinator's disk (`hints-<target>`), framed like the commit log. The hint window bounds
-//! how long a target may be down and still collect hints: once it has been down longer, hints
-//! stop until it is seen up and goes down again. The down-since times are kept in a file too,
-//! so the window survives a restart of the coordinator.
+//! A hint is the original write, a row or a range tombstone ([`Mutation`]), with its original
+//! write timestamp, so replaying it is idempotent and can never overwrite newer data. A
+//! mutation is framed untagged, as the row or the range tombstone alone, so hint files
+//! written before range tombstones existed (rows only) still load. Hints for one target live
+//! in one file on the coordinator's disk (`hints-<target>`), framed like the commit log.
+//! The hint window bounds how long a target may be down and still collect hints: once it has
+//! been down longer, hints stop until it is seen up and goes down again. The down-since times
+//! are kept in a file too, so the window survives a restart of the coordinator.
 //!
 //! Not modelled: throttled delivery, hint file size limits, hints expiring after gc grace.
 
@@ -14,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Row;
+use super::Mutation;
 use crate::env::disk::Disk;
 
 /// Cassandra's default hint window: 3 hours.
@@ -28,7 +30,7 @@ fn hint_file(target: SocketAddr) -> String {
     format!("hints-{ip}-{}", target.port())
 }
 
-fn frame(row: &Row) -> io::Result<Vec<u8>> {
+fn frame(row: &Mutation) -> io::Result<Vec<u8>> {
     let payload = serde_json::to_vec(row).map_err(io::Error::other)?;
     let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(payload.len() + 8);
@@ -38,7 +40,7 @@ fn frame(row: &Row) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn unframe(bytes: &[u8]) -> Vec<Row> {
+fn unframe(bytes: &[u8]) -> Vec<Mutation> {
     let mut rows = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= 8 {
@@ -67,7 +69,7 @@ pub struct HintStore {
     /// Since when (node clock, ms) each target has been seen down.
     down_since_ms: BTreeMap<SocketAddr, i64>,
     /// Hints waiting per target, mirrored in the target's file.
-    pending: BTreeMap<SocketAddr, Vec<Row>>,
+    pending: BTreeMap<SocketAddr, Vec<Mutation>>,
 }
 
 impl std::fmt::Debug for HintStore {
@@ -149,7 +151,7 @@ impl HintStore {
     }
 
     /// Stores a hint for `target` if it is within its window; returns whether it did.
-    pub fn add(&mut self, target: SocketAddr, row: Row, now_ms: i64) -> io::Result<bool> {
+    pub fn add(&mut self, target: SocketAddr, row: Mutation, now_ms: i64) -> io::Result<bool> {
         if !self.within_window(target, now_ms) {
             return Ok(false);
         }
@@ -174,7 +176,7 @@ impl HintStore {
     }
 
     /// The hints waiting for `target`, oldest first.
-    pub fn hints_for(&self, target: SocketAddr) -> Vec<Row> {
+    pub fn hints_for(&self, target: SocketAddr) -> Vec<Mutation> {
         self.pending.get(&target).cloned().unwrap_or_default()
     }
 
@@ -221,9 +223,9 @@ mod tests {
     use super::*;
     use crate::env::disk::SimDisk;
     use crate::model::StoredMessage;
-    use crate::ring::{Cell, RowKey};
+    use crate::ring::{Cell, RangeTombstone, Row, RowKey};
 
-    fn row(message_id: u64) -> Row {
+    fn row(message_id: u64) -> Mutation {
         let value = StoredMessage {
             channel_id: 1,
             message_id,
@@ -232,7 +234,7 @@ mod tests {
             content: "x".into(),
             nonce: None,
         };
-        Row {
+        Mutation::Row(Row {
             key: RowKey {
                 channel_id: 1,
                 bucket: 0,
@@ -242,7 +244,7 @@ mod tests {
                 write_us: 7,
                 value: Some(value),
             },
-        }
+        })
     }
 
     fn target() -> SocketAddr {
@@ -273,10 +275,10 @@ mod tests {
         let mut store = HintStore::open(Arc::new(disk.clone()), 10_000).unwrap();
         let hints = store.hints_for(target());
         assert_eq!(
-            hints.iter().map(|r| r.key.message_id).collect::<Vec<_>>(),
-            vec![1, 2]
+            hints,
+            vec![row(1), row(2)],
+            "the original timestamps are kept"
         );
-        assert_eq!(hints[0].cell.write_us, 7, "the original timestamp is kept");
 
         store.delivered(target(), 1).unwrap();
         let store = HintStore::open(Arc::new(disk.clone()), 10_000).unwrap();
@@ -308,5 +310,33 @@ mod tests {
         store.mark_up(target()).unwrap();
         store.mark_down(target(), 50_000).unwrap();
         assert!(store.add(target(), row(3), 55_000).unwrap());
+    }
+
+    #[test]
+    fn a_range_tombstone_hint_loads_beside_a_row_hint_of_the_old_format() {
+        let disk = SimDisk::new();
+        let Mutation::Row(bare) = row(1) else {
+            unreachable!("row() builds a row")
+        };
+
+        // 1. A hint file as written before range tombstones: bare rows.
+        let payload = serde_json::to_vec(&bare).unwrap();
+        let mut old = (payload.len() as u32).to_le_bytes().to_vec();
+        old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        disk.append(&hint_file(target()), &old).unwrap();
+
+        // 2. A range tombstone appended after it; both load back, in order.
+        let mut store = HintStore::open(Arc::new(disk.clone()), 10_000).unwrap();
+        let deletion = Mutation::RangeDelete(RangeTombstone {
+            channel_id: 1,
+            bucket: 0,
+            from: 1,
+            to: 9,
+            deleted_at_us: 8,
+        });
+        assert!(store.add(target(), deletion.clone(), 0).unwrap());
+        let store = HintStore::open(Arc::new(disk), 10_000).unwrap();
+        assert_eq!(store.hints_for(target()), vec![row(1), deletion]);
     }
 }

@@ -5,9 +5,11 @@
 //! Cassandra) split into `2^depth` leaves of near-equal width. Each row is hashed with
 //! xxh3-128 over a canonical byte encoding of its key and cell (write timestamp and value,
 //! a tombstone included), and a leaf's digest covers the wrapping sum of its rows' hashes and
-//! their count, so the tree does not depend on insertion order. Inner nodes hash their two
-//! children; [`diff`] walks both trees from the root, skipping equal subtrees, and returns
-//! the leaf ranges whose digests differ, in token order.
+//! their count, so the tree does not depend on insertion order. A range tombstone is hashed
+//! into the leaf of its partition's token like a row, over its own canonical bytes (a tag
+//! that no row's bytes begin with, then its partition, slice and deletion time). Inner nodes
+//! hash their two children; [`diff`] walks both trees from the root, skipping equal
+//! subtrees, and returns the leaf ranges whose digests differ, in token order.
 //!
 //! Guarantees: equal row sets in the same range at the same depth give equal roots; a row
 //! present on one side only, or different in any field, changes its leaf (barring a 128-bit
@@ -24,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{Cell, Row, RowKey};
+use super::{Cell, RangeTombstone, Row, RowKey};
 use crate::model::StoredMessage;
 
 /// The deepest tree allowed: 2^20 leaves.
@@ -170,6 +172,28 @@ fn row_bytes(row: &Row) -> Vec<u8> {
     out
 }
 
+/// What a range tombstone's canonical bytes begin with: longer than a row's channel id, so
+/// no row's bytes can equal a range tombstone's.
+const RANGE_TOMBSTONE_TAG: &[u8] = b"range-tombstone:";
+
+/// The canonical bytes of a range tombstone, as [`row_bytes`] gives a row's.
+fn range_tombstone_bytes(tombstone: &RangeTombstone) -> Vec<u8> {
+    let RangeTombstone {
+        channel_id,
+        bucket,
+        from,
+        to,
+        deleted_at_us,
+    } = tombstone;
+    let mut out = RANGE_TOMBSTONE_TAG.to_vec();
+    out.extend_from_slice(&channel_id.to_le_bytes());
+    out.extend_from_slice(&bucket.to_le_bytes());
+    out.extend_from_slice(&from.to_le_bytes());
+    out.extend_from_slice(&to.to_le_bytes());
+    out.extend_from_slice(&deleted_at_us.to_le_bytes());
+    out
+}
+
 /// A row's stable 128-bit hash: the same on every node and every run.
 pub fn row_hash(row: &Row) -> u128 {
     xxh3_128(&row_bytes(row))
@@ -216,6 +240,15 @@ impl MerkleTree {
         let index = self.leaf_of(token);
         let leaf = &mut self.leaves[index];
         leaf.hash_sum = leaf.hash_sum.wrapping_add(row_hash(row));
+        leaf.row_count += 1;
+    }
+
+    /// Adds `tombstone`, whose partition's token is `token`; each must be added once.
+    pub fn insert_range_tombstone(&mut self, token: i64, tombstone: &RangeTombstone) {
+        let index = self.leaf_of(token);
+        let leaf = &mut self.leaves[index];
+        let hash = xxh3_128(&range_tombstone_bytes(tombstone));
+        leaf.hash_sum = leaf.hash_sum.wrapping_add(hash);
         leaf.row_count += 1;
     }
 

@@ -10,6 +10,13 @@
 //! Cassandra's ([`engine`]: commit log with periodic, batch or group sync, memtable, sorted
 //! tables, size-tiered compaction purging tombstones past gc grace).
 //!
+//! Range tombstones ([`RangeTombstone`]) delete a slice of message ids in one partition, as
+//! `DELETE ... WHERE channel_id = ? AND bucket = ? AND message_id >= ? AND message_id <= ?`
+//! does (a whole partition is the slice `0..=u64::MAX`). As Cassandra's `DeletionTime`, one
+//! deletes every cell in its slice written at or before `deleted_at_us` and none written after.
+//! Range tombstones are kept beside the rows, never merged into them: overlapping ones all
+//! stay, and a row is shadowed if any of them deletes it ([`reconcile_slice`]).
+//!
 //! The table is Discord's: partition key `(channel_id, bucket)`, clustering key `message_id`,
 //! newest first, with 10-day buckets; [`client`] walks buckets newest first.
 //!
@@ -95,6 +102,93 @@ pub struct Row {
     pub key: RowKey,
     /// Its cell.
     pub cell: Cell,
+}
+
+/// The deletion of the message ids `from..=to` of one partition, at `deleted_at_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RangeTombstone {
+    /// Partition key, first part.
+    pub channel_id: u64,
+    /// Partition key, second part.
+    pub bucket: u32,
+    /// The first message id deleted.
+    pub from: u64,
+    /// The last message id deleted (inclusive).
+    pub to: u64,
+    /// The deletion's write timestamp, µs since the Unix epoch.
+    pub deleted_at_us: i64,
+}
+
+impl RangeTombstone {
+    /// The lowest and highest keys of its slice.
+    pub fn bounds(&self) -> (RowKey, RowKey) {
+        let at = |message_id| RowKey {
+            channel_id: self.channel_id,
+            bucket: self.bucket,
+            message_id,
+        };
+        (at(self.from), at(self.to))
+    }
+
+    /// Whether `key` lies in its slice.
+    pub fn covers(&self, key: &RowKey) -> bool {
+        let (low, high) = self.bounds();
+        low <= *key && *key <= high
+    }
+
+    /// Whether it deletes a cell of `key` written at `write_us`: the key is in its slice and
+    /// the write is not later than the deletion (`DeletionTime.deletes`).
+    pub fn deletes(&self, key: &RowKey, write_us: i64) -> bool {
+        self.covers(key) && write_us <= self.deleted_at_us
+    }
+
+    /// Whether its slice shares a key with `low..=high`.
+    pub fn overlaps(&self, low: RowKey, high: RowKey) -> bool {
+        let (mine_low, mine_high) = self.bounds();
+        mine_low <= high && low <= mine_high
+    }
+}
+
+/// Whether any of `range_tombstones` deletes `row`.
+pub fn shadowed<'a>(
+    row: &Row,
+    range_tombstones: impl IntoIterator<Item = &'a RangeTombstone>,
+) -> bool {
+    range_tombstones
+        .into_iter()
+        .any(|t| t.deletes(&row.key, row.cell.write_us))
+}
+
+/// One write to the table: a row (a value or a row tombstone) or a range tombstone. It is
+/// serialized untagged, as the row or the range tombstone alone, so commit log segments and
+/// hint files written before range tombstones existed (rows only) still read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Mutation {
+    /// A row.
+    Row(Row),
+    /// A range tombstone.
+    RangeDelete(RangeTombstone),
+}
+
+impl Mutation {
+    /// Its partition: `(channel_id, bucket)`.
+    pub fn partition(&self) -> (u64, u32) {
+        match self {
+            Mutation::Row(row) => (row.key.channel_id, row.key.bucket),
+            Mutation::RangeDelete(t) => (t.channel_id, t.bucket),
+        }
+    }
+}
+
+/// What a replica answers a slice with: its rows (none that its range tombstones shadow),
+/// newest first, and the range tombstones overlapping the part of the slice it covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    /// Rows, tombstones included, newest first.
+    pub rows: Vec<Row>,
+    /// Range tombstones, ascending.
+    pub range_tombstones: Vec<RangeTombstone>,
 }
 
 /// A slice of one partition, newest first.
@@ -183,6 +277,18 @@ pub fn reconcile(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
         .into_iter()
         .rev()
         .map(|(key, cell)| Row { key, cell })
+        .collect()
+}
+
+/// Merges replicas' rows under last-write-wins and drops those any of `range_tombstones`
+/// deletes; newest key first.
+pub fn reconcile_slice(
+    rows: impl IntoIterator<Item = Row>,
+    range_tombstones: &[RangeTombstone],
+) -> Vec<Row> {
+    reconcile(rows)
+        .into_iter()
+        .filter(|row| !shadowed(row, range_tombstones))
         .collect()
 }
 
@@ -316,5 +422,62 @@ mod tests {
         assert_eq!(bucket_of(day0), 0);
         assert_eq!(bucket_of(day10 - 1), 0);
         assert_eq!(bucket_of(day10), 1);
+    }
+
+    fn slice(from: u64, to: u64, deleted_at_us: i64) -> RangeTombstone {
+        RangeTombstone {
+            channel_id: 1,
+            bucket: 0,
+            from,
+            to,
+            deleted_at_us,
+        }
+    }
+
+    #[test]
+    fn a_range_tombstone_deletes_its_inclusive_slice_at_and_before_its_timestamp() {
+        let tombstone = slice(10, 20, 100);
+        let key = |bucket, message_id| RowKey {
+            channel_id: 1,
+            bucket,
+            message_id,
+        };
+        assert!(
+            tombstone.deletes(&key(0, 10), 100),
+            "a write at the deletion"
+        );
+        assert!(tombstone.deletes(&key(0, 20), 99));
+        assert!(!tombstone.deletes(&key(0, 15), 101), "a later write");
+        assert!(!tombstone.deletes(&key(0, 9), 1));
+        assert!(!tombstone.deletes(&key(0, 21), 1));
+        assert!(!tombstone.deletes(&key(1, 15), 1), "another partition");
+        assert!(tombstone.overlaps(key(0, 20), key(0, 30)));
+        assert!(!tombstone.overlaps(key(0, 21), key(0, 30)));
+    }
+
+    #[test]
+    fn reconcile_slice_drops_what_any_replicas_range_tombstone_deletes() {
+        let key = |message_id| RowKey {
+            channel_id: 1,
+            bucket: 0,
+            message_id,
+        };
+        let row = |id, write_us| Row {
+            key: key(id),
+            cell: cell(write_us, Some("m")),
+        };
+
+        // Replica A: ids 1..=4 at 5. Replica B: id 2 again at 12, id 3 at 10, id 5 at 11.
+        let a = (1..=4).map(|id| row(id, 5));
+        let b = [row(2, 12), row(3, 10), row(5, 11)];
+        let merged = reconcile_slice(a.chain(b), &[slice(2, 3, 10), slice(4, 4, 1)]);
+
+        // Id 3's winner (10) is at the deletion and goes; id 2's (12) is later and stays;
+        // id 4 at 5 is newer than the second tombstone; ids 1 and 5 are outside.
+        let kept: Vec<(u64, i64)> = merged
+            .iter()
+            .map(|r| (r.key.message_id, r.cell.write_us))
+            .collect();
+        assert_eq!(kept, vec![(5, 11), (4, 5), (2, 12), (1, 5)]);
     }
 }

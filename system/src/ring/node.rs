@@ -8,6 +8,18 @@
 //! of tables is due, releases the lock and acknowledges once the engine's sync mode allows
 //! ([`DurableWatch::wait_ack`]); [`run_sync`] runs beside the server to drive periodic and
 //! group syncs. Tombstone purging measures gc grace on the node's clock.
+//!
+//! Range tombstones on the wire, the only protocol changes they brought:
+//! - [`RingRequest::WriteRange`] and [`RingRequest::ReplicaWriteRange`] carry a range
+//!   tombstone as `Write` and `ReplicaWrite` carry a row, and are answered the same way.
+//! - [`RingRequest::ReplicaRead`] and [`RingRequest::ReplicaRangeRows`] are answered with
+//!   [`RingResponse::Slice`] (rows and range tombstones) where they were answered with `Rows`;
+//!   a coordinated `Read` still answers `Rows`, the live rows only.
+//! - [`RingRequest::ReplicaApply`] has a `range_tombstones` field, empty when absent.
+//! - [`RingRequest::ReplicaDigest`] hashes the slice's rows and range tombstones together.
+//!
+//! A node of the older protocol would not understand the new variants; the ring is upgraded
+//! all at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +36,7 @@ use super::hints::HintStore;
 use super::layout::RingLayout;
 use super::merkle::{MerkleTree, TokenRange};
 use super::repair::RepairReport;
-use super::{Consistency, PartitionQuery, Row, StoreError};
+use super::{Consistency, Mutation, PartitionQuery, RangeTombstone, Row, Slice, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::rpc::{serve_rpc, RpcClient};
@@ -46,12 +58,24 @@ pub enum RingRequest {
         /// How many replicas must answer.
         consistency: Consistency,
     },
+    /// Coordinate a range deletion at `consistency`.
+    WriteRange {
+        /// The range tombstone.
+        tombstone: RangeTombstone,
+        /// How many replicas must acknowledge.
+        consistency: Consistency,
+    },
     /// Apply a row on this replica only.
     ReplicaWrite {
         /// The row.
         row: Row,
     },
-    /// Read a slice from this replica only.
+    /// Apply a range tombstone on this replica only.
+    ReplicaWriteRange {
+        /// The range tombstone.
+        tombstone: RangeTombstone,
+    },
+    /// Read a slice from this replica only; answered with [`RingResponse::Slice`].
     ReplicaRead {
         /// The slice.
         query: PartitionQuery,
@@ -68,15 +92,19 @@ pub enum RingRequest {
         /// The range.
         range: TokenRange,
     },
-    /// Every row (tombstones included) this replica holds in these `(left, right]` ranges.
+    /// Every row (tombstones included) and range tombstone this replica holds in these
+    /// `(left, right]` ranges; answered with [`RingResponse::Slice`].
     ReplicaRangeRows {
         /// The ranges.
         ranges: Vec<(i64, i64)>,
     },
-    /// Apply these rows on this replica (repair streaming).
+    /// Apply these rows and range tombstones on this replica (repair streaming).
     ReplicaApply {
         /// The rows.
         rows: Vec<Row>,
+        /// The range tombstones.
+        #[serde(default)]
+        range_tombstones: Vec<RangeTombstone>,
     },
     /// Repair every range this node replicates now (anti-entropy, as `nodetool repair`).
     Repair,
@@ -89,6 +117,8 @@ pub enum RingResponse {
     Written,
     /// The rows read, reconciled and newest first.
     Rows(Vec<Row>),
+    /// What one replica holds of a slice or of token ranges.
+    Slice(Slice),
     /// A replica's digest of a slice.
     Digest(u64),
     /// The answer to a gossip message.
@@ -225,14 +255,24 @@ impl RingNode {
     pub(super) async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
         match request {
             RingRequest::Write { row, consistency } => {
-                self.coordinate_write(row, consistency).await
+                self.coordinate_write(Mutation::Row(row), consistency).await
+            }
+            RingRequest::WriteRange {
+                tombstone,
+                consistency,
+            } => {
+                let mutation = Mutation::RangeDelete(tombstone);
+                self.coordinate_write(mutation, consistency).await
             }
             RingRequest::Read { query, consistency } => {
                 self.coordinate_read(query, consistency).await
             }
-            RingRequest::ReplicaWrite { row } => self.apply_local(row).await,
+            RingRequest::ReplicaWrite { row } => self.apply_local(Mutation::Row(row)).await,
+            RingRequest::ReplicaWriteRange { tombstone } => {
+                self.apply_local(Mutation::RangeDelete(tombstone)).await
+            }
             RingRequest::ReplicaRead { query } => {
-                RingResponse::Rows(self.engine.lock().await.read(&query))
+                RingResponse::Slice(self.engine.lock().await.read(&query))
             }
             RingRequest::ReplicaDigest { query } => {
                 RingResponse::Digest(digest(&self.engine.lock().await.read(&query)))
@@ -240,11 +280,16 @@ impl RingNode {
             RingRequest::Gossip(message) => RingResponse::Gossip(self.gossip.handle(message)),
             RingRequest::ReplicaMerkle { range } => RingResponse::Merkle(self.merkle(range).await),
             RingRequest::ReplicaRangeRows { ranges } => {
-                RingResponse::Rows(self.rows_in(&ranges).await)
+                RingResponse::Slice(self.slice_in(&ranges).await)
             }
-            RingRequest::ReplicaApply { rows } => {
-                for row in rows {
-                    if let failed @ RingResponse::Failed(_) = self.apply_local(row).await {
+            RingRequest::ReplicaApply {
+                rows,
+                range_tombstones,
+            } => {
+                let rows = rows.into_iter().map(Mutation::Row);
+                let ranges = range_tombstones.into_iter().map(Mutation::RangeDelete);
+                for mutation in ranges.chain(rows) {
+                    if let failed @ RingResponse::Failed(_) = self.apply_local(mutation).await {
                         return failed;
                     }
                 }
@@ -254,11 +299,11 @@ impl RingNode {
         }
     }
 
-    pub(super) async fn apply_local(&self, row: Row) -> RingResponse {
+    pub(super) async fn apply_local(&self, mutation: Mutation) -> RingResponse {
         // Apply (and compact if due) under the lock; wait for durability outside it.
         let applied = {
             let mut engine = self.engine.lock().await;
-            engine.apply(row).and_then(|position| {
+            engine.apply_mutation(mutation).and_then(|position| {
                 engine.compact(self.clock.now_us())?;
                 Ok(position)
             })
@@ -333,8 +378,9 @@ async fn gossip_task(node: Arc<RingNode>, seed: i64) {
     run_gossip(node.gossip.clone(), GossipConfig::default(), chooser, send).await;
 }
 
-/// A replica's digest of the rows it answers a slice with (keys, timestamps and values).
-pub fn digest(rows: &[Row]) -> u64 {
-    let bytes = serde_json::to_vec(rows).unwrap_or_default();
+/// A replica's digest of what it answers a slice with: the rows (keys, timestamps and values)
+/// and the range tombstones, so replicas that differ in either disagree.
+pub fn digest(slice: &Slice) -> u64 {
+    let bytes = serde_json::to_vec(slice).unwrap_or_default();
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }

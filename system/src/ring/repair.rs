@@ -2,10 +2,13 @@
 //!
 //! For each token range this node replicates, it asks every other replica for a Merkle tree of
 //! the range ([`super::merkle`]) and compares it with its own. For each replica: (1) pull the
-//! rows of the mismatching leaves from it and apply them here under LWW; then (2) push this
-//! node's rows of the leaves that still mismatch back to it. After both passes, and with no
-//! concurrent writes, every replica of the range holds the same rows, tombstones included,
-//! and so the same Merkle root. Repair runs on demand ([`RingRequest::Repair`]) and, if
+//! rows and range tombstones of the mismatching leaves from it and apply them here under LWW;
+//! then (2) push this node's rows and range tombstones of the leaves that still mismatch back
+//! to it. A range tombstone sits in the leaf of its partition's token, beside that
+//! partition's rows; the rows a replica's range tombstones shadow are left out of its tree,
+//! since they no longer count. After both passes, and with no concurrent writes, every
+//! replica of the range holds the same live rows, row tombstones and range tombstones, and so
+//! the same Merkle root. Repair runs on demand ([`RingRequest::Repair`]) and, if
 //! configured, on a schedule.
 //!
 //! Not modelled: incremental repair (repaired / unrepaired tables), primary-range-only repair,
@@ -19,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::merkle::{diff, MerkleTree, TokenRange};
 use super::node::{RingNode, RingRequest, RingResponse};
 use super::token::message_partition_token;
-use super::Row;
+use super::{Mutation, RangeTombstone, Row, Slice};
 
 /// Leaves per tree: 2^depth. 2^10 keeps a tree's JSON well under the RPC frame limit.
 pub const MERKLE_DEPTH: u32 = 10;
@@ -36,6 +39,12 @@ pub struct RepairReport {
     pub rows_pulled: usize,
     /// Rows pushed from here to other replicas.
     pub rows_pushed: usize,
+    /// Range tombstones pulled here from other replicas.
+    #[serde(default)]
+    pub range_tombstones_pulled: usize,
+    /// Range tombstones pushed from here to other replicas.
+    #[serde(default)]
+    pub range_tombstones_pushed: usize,
     /// Replicas that did not answer; their ranges stay unrepaired.
     pub replicas_unreachable: usize,
 }
@@ -45,6 +54,11 @@ pub fn row_token(row: &Row) -> i64 {
     message_partition_token(row.key.channel_id, row.key.bucket)
 }
 
+/// The token of a range tombstone's partition.
+pub fn range_tombstone_token(tombstone: &RangeTombstone) -> i64 {
+    message_partition_token(tombstone.channel_id, tombstone.bucket)
+}
+
 fn in_any(ranges: &[(i64, i64)], token: i64) -> bool {
     ranges
         .iter()
@@ -52,19 +66,34 @@ fn in_any(ranges: &[(i64, i64)], token: i64) -> bool {
 }
 
 impl RingNode {
-    /// This node's rows whose tokens fall in `ranges` (`(left, right]` each).
-    pub(super) async fn rows_in(&self, ranges: &[(i64, i64)]) -> Vec<Row> {
+    /// This node's rows (none its range tombstones shadow) and range tombstones whose
+    /// partition tokens fall in `ranges` (`(left, right]` each).
+    pub(super) async fn slice_in(&self, ranges: &[(i64, i64)]) -> Slice {
         let engine = self.engine.lock().await;
-        engine
+        let rows = engine
             .rows()
             .filter(|row| in_any(ranges, row_token(row)))
-            .collect()
+            .collect();
+        let range_tombstones = engine
+            .range_tombstones()
+            .into_iter()
+            .filter(|t| in_any(ranges, range_tombstone_token(t)))
+            .collect();
+        Slice {
+            rows,
+            range_tombstones,
+        }
     }
 
     /// This node's Merkle tree of `range`.
     pub(super) async fn merkle(&self, range: TokenRange) -> MerkleTree {
-        let rows = self.rows_in(&[(range.left, range.right)]).await;
-        MerkleTree::from_rows(range, MERKLE_DEPTH, rows.iter().map(|r| (row_token(r), r)))
+        let slice = self.slice_in(&[(range.left, range.right)]).await;
+        let rows = slice.rows.iter().map(|r| (row_token(r), r));
+        let mut tree = MerkleTree::from_rows(range, MERKLE_DEPTH, rows);
+        for tombstone in &slice.range_tombstones {
+            tree.insert_range_tombstone(range_tombstone_token(tombstone), tombstone);
+        }
+        tree
     }
 
     async fn ask(&self, peer: std::net::SocketAddr, request: &RingRequest) -> Option<RingResponse> {
@@ -121,13 +150,18 @@ impl RingNode {
         let request = RingRequest::ReplicaRangeRows {
             ranges: leaves.clone(),
         };
-        let Some(RingResponse::Rows(rows)) = self.ask(peer, &request).await else {
+        let Some(RingResponse::Slice(theirs)) = self.ask(peer, &request).await else {
             report.replicas_unreachable += 1;
             return;
         };
-        report.rows_pulled += rows.len();
-        for row in rows {
-            self.apply_local(row).await;
+        report.rows_pulled += theirs.rows.len();
+        report.range_tombstones_pulled += theirs.range_tombstones.len();
+        let ranges = theirs
+            .range_tombstones
+            .into_iter()
+            .map(Mutation::RangeDelete);
+        for mutation in ranges.chain(theirs.rows.into_iter().map(Mutation::Row)) {
+            self.apply_local(mutation).await;
         }
 
         // 3. Push ours of the leaves that still differ.
@@ -138,9 +172,13 @@ impl RingNode {
             return;
         };
         let leaves = diff(&self.merkle(range).await, &theirs);
-        let rows = self.rows_in(&leaves).await;
-        report.rows_pushed += rows.len();
-        let request = RingRequest::ReplicaApply { rows };
+        let ours = self.slice_in(&leaves).await;
+        report.rows_pushed += ours.rows.len();
+        report.range_tombstones_pushed += ours.range_tombstones.len();
+        let request = RingRequest::ReplicaApply {
+            rows: ours.rows,
+            range_tombstones: ours.range_tombstones,
+        };
         if !matches!(self.ask(peer, &request).await, Some(RingResponse::Written)) {
             report.replicas_unreachable += 1;
         }

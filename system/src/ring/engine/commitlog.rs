@@ -11,7 +11,8 @@
 //! rename and the removal leaves an old segment behind; replaying it again is harmless, since
 //! merging a row twice under last-write-wins changes nothing.
 //!
-//! Frame: `len: u32 LE`, `crc32(payload): u32 LE`, `payload` (a JSON [`Row`]). Replay reads
+//! Frame: `len: u32 LE`, `crc32(payload): u32 LE`, `payload` (a JSON [`Mutation`]: a row or a
+//! range tombstone, untagged, so segments holding only rows read as before). Replay reads
 //! each segment up to the first frame that is short, fails its checksum or does not parse (a
 //! torn tail), and rewrites the segment to that good prefix (temp file, sync, rename) before
 //! anything is appended after it.
@@ -24,7 +25,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::super::Row;
+use super::super::{Mutation, Row};
 use crate::env::disk::Disk;
 
 /// The name prefix of commit log segments; the segment id follows, zero-padded.
@@ -79,14 +80,14 @@ pub fn decode_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     (payloads, at)
 }
 
-/// Decodes row frames from the start of a segment; returns the rows and the length of the
-/// good prefix (a frame whose payload is not a row ends it, like a bad checksum).
-pub fn decode_rows(segment: &[u8]) -> (Vec<Row>, usize) {
+/// Decodes mutation frames from the start of a segment; returns the mutations and the length
+/// of the good prefix (a frame whose payload is not a mutation ends it, like a bad checksum).
+pub fn decode_mutations(segment: &[u8]) -> (Vec<Mutation>, usize) {
     let (payloads, _) = decode_frames(segment);
     let mut rows = Vec::new();
     let mut good_len = 0;
     for payload in payloads {
-        let Ok(row) = serde_json::from_slice::<Row>(payload) else {
+        let Ok(row) = serde_json::from_slice::<Mutation>(payload) else {
             break;
         };
         rows.push(row);
@@ -98,22 +99,27 @@ pub fn decode_rows(segment: &[u8]) -> (Vec<Row>, usize) {
 /// The offset in `rest` (past its first byte) of the first intact row frame, if any.
 fn valid_frame_after(rest: &[u8]) -> Option<usize> {
     (1..rest.len()).find(|&at| {
-        let (rows, good_len) = decode_rows(&rest[at..]);
+        let (rows, good_len) = decode_mutations(&rest[at..]);
         !rows.is_empty() && good_len > 0
     })
 }
 
+/// Encodes `mutation` as one commit log frame.
+pub fn encode_mutation(mutation: &Mutation) -> io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(mutation).map_err(io::Error::other)?;
+    encode_frame(&payload)
+}
+
 /// Encodes `row` as one commit log frame.
 pub fn encode_row(row: &Row) -> io::Result<Vec<u8>> {
-    let payload = serde_json::to_vec(row).map_err(io::Error::other)?;
-    encode_frame(&payload)
+    encode_mutation(&Mutation::Row(row.clone()))
 }
 
 /// What replaying the segments found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LogReplay {
-    /// Rows read from every segment, oldest segment first.
-    pub rows: Vec<Row>,
+    /// Mutations read from every segment, oldest segment first.
+    pub mutations: Vec<Mutation>,
     /// Segments read.
     pub segments: usize,
     /// Bytes after the last good frame of each segment, summed, that were cut off.
@@ -152,8 +158,8 @@ impl CommitLog {
         for &id in &ids {
             let name = segment_name(id);
             let bytes = disk.read(&name)?;
-            let (rows, good_len) = decode_rows(&bytes);
-            replay.rows.extend(rows);
+            let (mutations, good_len) = decode_mutations(&bytes);
+            replay.mutations.extend(mutations);
             replay.segments += 1;
             if good_len < bytes.len() {
                 // Garbage up to the end is a torn last write; a good frame after the damage
@@ -199,9 +205,9 @@ impl CommitLog {
         Ok((log, replay))
     }
 
-    /// Appends `row` to the active segment; it is pending until [`CommitLog::sync`].
-    pub fn append(&mut self, row: &Row) -> io::Result<LogPosition> {
-        let frame = encode_row(row)?;
+    /// Appends `mutation` to the active segment; it is pending until [`CommitLog::sync`].
+    pub fn append(&mut self, mutation: &Mutation) -> io::Result<LogPosition> {
+        let frame = encode_mutation(mutation)?;
         self.disk.append(&segment_name(self.active), &frame)?;
         self.appended = LogPosition(self.appended.0 + 1);
         Ok(self.appended)
@@ -250,10 +256,10 @@ impl CommitLog {
 mod tests {
     use super::*;
     use crate::env::disk::SimDisk;
-    use crate::ring::{Cell, RowKey};
+    use crate::ring::{Cell, RangeTombstone, RowKey};
 
-    fn row(message_id: u64) -> Row {
-        Row {
+    fn row(message_id: u64) -> Mutation {
+        Mutation::Row(Row {
             key: RowKey {
                 channel_id: 1,
                 bucket: 0,
@@ -263,7 +269,7 @@ mod tests {
                 write_us: 1,
                 value: None,
             },
-        }
+        })
     }
 
     #[test]
@@ -284,11 +290,11 @@ mod tests {
 
     #[test]
     fn a_frame_that_is_not_a_row_ends_the_good_prefix() {
-        let mut bytes = encode_row(&row(1)).unwrap();
+        let mut bytes = encode_mutation(&row(1)).unwrap();
         let good = bytes.len();
         bytes.extend(encode_frame(b"not json").unwrap());
-        bytes.extend(encode_row(&row(2)).unwrap());
-        let (rows, good_len) = decode_rows(&bytes);
+        bytes.extend(encode_mutation(&row(2)).unwrap());
+        let (rows, good_len) = decode_mutations(&bytes);
         assert_eq!(rows, vec![row(1)]);
         assert_eq!(good_len, good);
     }
@@ -319,7 +325,7 @@ mod tests {
 
         // A reopen replays only what the removed segment did not hold.
         let (_, replay) = CommitLog::open(Arc::new(disk)).unwrap();
-        assert_eq!(replay.rows, vec![row(2)]);
+        assert_eq!(replay.mutations, vec![row(2)]);
         assert_eq!(replay.segments, 1);
     }
 
@@ -327,7 +333,9 @@ mod tests {
     fn damage_in_the_middle_refuses_to_open_and_names_the_place() {
         let disk = SimDisk::new();
         let name = segment_name(1);
-        let frames: Vec<Vec<u8>> = (1..=3).map(|id| encode_row(&row(id)).unwrap()).collect();
+        let frames: Vec<Vec<u8>> = (1..=3)
+            .map(|id| encode_mutation(&row(id)).unwrap())
+            .collect();
         for frame in &frames {
             disk.append(&name, frame).unwrap();
         }
@@ -356,15 +364,35 @@ mod tests {
     fn damage_that_runs_to_the_end_is_a_torn_tail_and_is_cut() {
         let disk = SimDisk::new();
         let name = segment_name(1);
-        let good = encode_row(&row(1)).unwrap();
+        let good = encode_mutation(&row(1)).unwrap();
         disk.append(&name, &good).unwrap();
-        disk.append(&name, &encode_row(&row(2)).unwrap()[..20])
+        disk.append(&name, &encode_mutation(&row(2)).unwrap()[..20])
             .unwrap();
         disk.sync(&name).unwrap();
 
         let (_, replay) = CommitLog::open(Arc::new(disk.clone())).unwrap();
-        assert_eq!(replay.rows.len(), 1);
+        assert_eq!(replay.mutations.len(), 1);
         assert_eq!(replay.tail_bytes_discarded, 20);
         assert_eq!(disk.read(&name).unwrap(), good);
+    }
+
+    #[test]
+    fn a_range_tombstone_and_an_old_row_frame_replay_side_by_side() {
+        // A row frame as written before range tombstones existed: the bare row's JSON.
+        let Mutation::Row(bare) = row(1) else {
+            unreachable!("row() builds a row")
+        };
+        let mut bytes = encode_frame(&serde_json::to_vec(&bare).unwrap()).unwrap();
+        let deletion = Mutation::RangeDelete(RangeTombstone {
+            channel_id: 1,
+            bucket: 0,
+            from: 5,
+            to: 9,
+            deleted_at_us: 3,
+        });
+        bytes.extend(encode_mutation(&deletion).unwrap());
+        let (mutations, good_len) = decode_mutations(&bytes);
+        assert_eq!(mutations, vec![row(1), deletion]);
+        assert_eq!(good_len, bytes.len());
     }
 }

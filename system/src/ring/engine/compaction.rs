@@ -14,15 +14,20 @@
 //! at or before it: such a cell would come back to life if the tombstone went, while a newer
 //! cell outside wins anyway.
 //!
+//! Range tombstones of the inputs are all kept side by side (identical ones once). Rows they
+//! shadow are dropped, since the tombstone still deletes them where it goes. A range tombstone
+//! is purged when it is older than gc grace and no source outside the compaction holds a cell
+//! in its slice written at or before it; the rows it shadowed in the inputs go with it.
+//!
 //! Not modelled: Cassandra's read-hotness ordering of buckets, tombstone-ratio single-table
 //! compactions, concurrent compactions, throughput limits, and bloom filters standing in for
 //! the exact "does an outside source hold this key" check made here.
 //! TODO(compaction-background): compaction runs inline on the caller's task; move it to a task
 //! of its own once tables are large enough for that to matter to write latency.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::{Cell, Row, RowKey};
+use super::super::{shadowed, Cell, RangeTombstone, Row, RowKey};
 use super::sstable::SsTable;
 
 /// What size-tiered bucketing needs to know of a table.
@@ -93,21 +98,26 @@ pub fn pick(tables: &[TableSize], policy: TierPolicy) -> Option<Vec<u64>> {
 /// The outcome of merging tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
-    /// One winning row per key, ascending, purged tombstones left out.
+    /// One winning row per key, ascending, purged tombstones and shadowed rows left out.
     pub rows: Vec<Row>,
+    /// The range tombstones kept, ascending.
+    pub range_tombstones: Vec<RangeTombstone>,
     /// Rows read from the inputs.
     pub rows_in: usize,
     /// Winning tombstones dropped.
     pub tombstones_purged: usize,
+    /// Range tombstones dropped.
+    pub range_tombstones_purged: usize,
 }
 
-/// Merges `inputs` keeping each key's winner. A winning tombstone written before
-/// `purge_before_us` is dropped unless `older_outside(key, tombstone_write_us)` says a source
-/// outside the compaction holds a cell for the key written at or before the tombstone.
+/// Merges `inputs` keeping each key's winner. A winning tombstone, or a range tombstone,
+/// written before `purge_before_us` is dropped unless `older_outside(low, high, write_us)`
+/// says a source outside the compaction holds a cell with a key in `low..=high` (the row's
+/// key, or the range's slice) written at or before it.
 pub fn merge(
     inputs: &[&SsTable],
     purge_before_us: i64,
-    older_outside: impl Fn(&RowKey, i64) -> bool,
+    older_outside: impl Fn(RowKey, RowKey, i64) -> bool,
 ) -> Merged {
     // 1. The winner per key.
     let mut winners: BTreeMap<RowKey, &Cell> = BTreeMap::new();
@@ -122,26 +132,57 @@ pub fn merge(
         }
     }
 
-    // 2. Drop the tombstones that are old enough and shadow nothing outside.
+    // 2. The range tombstones per partition, and those old enough and shadowing nothing
+    // outside dropped.
+    let all: BTreeSet<RangeTombstone> = inputs
+        .iter()
+        .flat_map(|table| table.range_tombstones().iter().copied())
+        .collect();
+    let mut by_partition: BTreeMap<(u64, u32), Vec<RangeTombstone>> = BTreeMap::new();
+    let mut range_tombstones = Vec::with_capacity(all.len());
+    for tombstone in all {
+        by_partition
+            .entry((tombstone.channel_id, tombstone.bucket))
+            .or_default()
+            .push(tombstone);
+        let (low, high) = tombstone.bounds();
+        let purgeable = tombstone.deleted_at_us < purge_before_us
+            && !older_outside(low, high, tombstone.deleted_at_us);
+        if !purgeable {
+            range_tombstones.push(tombstone);
+        }
+    }
+    let range_tombstones_purged =
+        by_partition.values().map(Vec::len).sum::<usize>() - range_tombstones.len();
+
+    // 3. Drop the rows a range tombstone shadows, and the row tombstones that are old
+    // enough and shadow nothing outside.
     let mut rows = Vec::with_capacity(winners.len());
     let mut tombstones_purged = 0;
     for (key, cell) in winners {
+        let row = Row {
+            key,
+            cell: cell.clone(),
+        };
+        let partition = by_partition.get(&(key.channel_id, key.bucket));
+        if partition.is_some_and(|ranges| shadowed(&row, ranges)) {
+            continue;
+        }
         let purgeable = cell.value.is_none()
             && cell.write_us < purge_before_us
-            && !older_outside(&key, cell.write_us);
+            && !older_outside(key, key, cell.write_us);
         if purgeable {
             tombstones_purged += 1;
             continue;
         }
-        rows.push(Row {
-            key,
-            cell: cell.clone(),
-        });
+        rows.push(row);
     }
     Merged {
         rows,
+        range_tombstones,
         rows_in,
         tombstones_purged,
+        range_tombstones_purged,
     }
 }
 

@@ -8,6 +8,12 @@
 //! memtable and every table under [`Cell::supersedes`] and returns tombstones too, since the
 //! coordinator reconciles replicas.
 //!
+//! Range tombstones ([`Engine::apply_range`]) travel the same path: a commit log frame, a set
+//! beside the memtable, a section after the rows of each sorted table. A read returns the
+//! range tombstones overlapping the part of the slice it covered and leaves out the rows they
+//! shadow, so a page's limit counts only rows that may still be live; compaction drops
+//! shadowed rows and purges a range tombstone past gc grace as it does a row tombstone.
+//!
 //! Durability follows the [`SyncMode`], and a crash loses exactly what it leaves unsynced:
 //! - `Batch`: `apply` syncs the log before it returns, so nothing acknowledged is lost.
 //! - `Periodic`: `apply` returns at once and the write may be acknowledged at once; a task
@@ -37,14 +43,14 @@ pub mod commitlog;
 pub mod compaction;
 pub mod sstable;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Mutex, Notify};
 
-use super::{Cell, PartitionQuery, Row, RowKey};
+use super::{shadowed, Cell, Mutation, PartitionQuery, RangeTombstone, Row, RowKey, Slice};
 use crate::env::disk::Disk;
 pub use commitlog::LogPosition;
 use commitlog::{CommitLog, TEMP_PREFIX};
@@ -135,7 +141,7 @@ impl EngineConfig {
 /// What opening the engine found on its disk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
-    /// Commit log frames replayed into the memtable.
+    /// Commit log frames (rows and range tombstones) replayed into the memtable.
     pub rows_replayed: usize,
     /// Bytes after the last good frame of the commit log segments that were cut off.
     pub tail_bytes_discarded: usize,
@@ -156,7 +162,7 @@ pub struct EngineStats {
     pub flushes: u64,
     /// Compactions.
     pub compactions: u64,
-    /// Tombstones purged by compaction.
+    /// Tombstones purged by compaction, range tombstones included.
     pub tombstones_purged: u64,
 }
 
@@ -173,6 +179,8 @@ pub struct CompactionReport {
     pub rows_out: usize,
     /// Tombstones older than gc grace dropped.
     pub tombstones_purged: usize,
+    /// Range tombstones older than gc grace dropped.
+    pub range_tombstones_purged: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -224,6 +232,8 @@ pub struct Engine {
     config: EngineConfig,
     log: CommitLog,
     memtable: BTreeMap<RowKey, Cell>,
+    /// The range tombstones written since the last flush.
+    memtable_ranges: BTreeSet<RangeTombstone>,
     /// Loaded tables, ascending by generation.
     tables: Vec<SsTable>,
     next_generation: u64,
@@ -239,6 +249,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("memtable_rows", &self.memtable.len())
+            .field("memtable_ranges", &self.memtable_ranges.len())
             .field("tables", &self.table_generations())
             .field("log", &self.log)
             .finish()
@@ -251,6 +262,19 @@ fn merge_cell<'a>(merged: &mut BTreeMap<RowKey, &'a Cell>, key: RowKey, cell: &'
     if wins {
         merged.insert(key, cell);
     }
+}
+
+/// The range tombstones of one partition, as a range of the set's ascending order (which
+/// sorts by channel, then bucket).
+fn partition_span((channel_id, bucket): (u64, u32)) -> std::ops::RangeInclusive<RangeTombstone> {
+    let at = |from, to, deleted_at_us| RangeTombstone {
+        channel_id,
+        bucket,
+        from,
+        to,
+        deleted_at_us,
+    };
+    at(0, 0, i64::MIN)..=at(u64::MAX, u64::MAX, i64::MAX)
 }
 
 /// The key range a partition slice covers, or `None` if it is empty.
@@ -297,7 +321,7 @@ impl Engine {
 
         // 3. The commit log, into the memtable.
         let (log, log_replay) = CommitLog::open(disk.clone())?;
-        replay.rows_replayed = log_replay.rows.len();
+        replay.rows_replayed = log_replay.mutations.len();
         replay.segments_replayed = log_replay.segments;
         replay.tail_bytes_discarded = log_replay.tail_bytes_discarded;
         let (durable, _) = watch::channel(DurableState::default());
@@ -306,6 +330,7 @@ impl Engine {
             config,
             log,
             memtable: BTreeMap::new(),
+            memtable_ranges: BTreeSet::new(),
             tables,
             next_generation,
             durable,
@@ -313,24 +338,36 @@ impl Engine {
             compaction_due: true,
             stats: EngineStats::default(),
         };
-        for row in log_replay.rows {
-            engine.merge(row);
+        for mutation in log_replay.mutations {
+            engine.merge(mutation);
         }
 
         // 4. A replay can fill the memtable past its limit.
-        if engine.memtable.len() >= engine.config.memtable_rows_max {
+        if engine.memtable_full() {
             engine.flush()?;
         }
         Ok((engine, replay))
     }
 
-    fn merge(&mut self, row: Row) {
+    fn merge(&mut self, mutation: Mutation) {
+        let row = match mutation {
+            Mutation::Row(row) => row,
+            Mutation::RangeDelete(tombstone) => {
+                self.memtable_ranges.insert(tombstone);
+                return;
+            }
+        };
         match self.memtable.get(&row.key) {
             Some(existing) if !row.cell.supersedes(existing) => {}
             _ => {
                 self.memtable.insert(row.key, row.cell);
             }
         }
+    }
+
+    /// Whether the memtable holds `memtable_rows_max` rows and range tombstones.
+    fn memtable_full(&self) -> bool {
+        self.memtable.len() + self.memtable_ranges.len() >= self.config.memtable_rows_max
     }
 
     /// Records that the write path failed: every later write fails, and so does every wait
@@ -360,10 +397,20 @@ impl Engine {
     /// Logs `row` and applies it; returns its position. In batch mode it is durable on return;
     /// otherwise see [`DurableWatch::wait_ack`]. May flush the memtable.
     pub fn apply(&mut self, row: Row) -> io::Result<LogPosition> {
+        self.apply_mutation(Mutation::Row(row))
+    }
+
+    /// Logs `tombstone` and applies it, as [`Engine::apply`] does a row.
+    pub fn apply_range(&mut self, tombstone: RangeTombstone) -> io::Result<LogPosition> {
+        self.apply_mutation(Mutation::RangeDelete(tombstone))
+    }
+
+    /// Logs a row or a range tombstone and applies it, as [`Engine::apply`] describes.
+    pub fn apply_mutation(&mut self, mutation: Mutation) -> io::Result<LogPosition> {
         self.check_running()?;
 
         // 1. Log it, durably before returning in batch mode.
-        let position = self.log.append(&row).map_err(|e| self.fail(e))?;
+        let position = self.log.append(&mutation).map_err(|e| self.fail(e))?;
         match self.config.sync {
             SyncMode::Batch => {
                 self.sync()?;
@@ -373,8 +420,8 @@ impl Engine {
         }
 
         // 2. Into the memtable, flushed once full.
-        self.merge(row);
-        if self.memtable.len() >= self.config.memtable_rows_max {
+        self.merge(mutation);
+        if self.memtable_full() {
             self.flush()?;
         }
         Ok(position)
@@ -404,7 +451,7 @@ impl Engine {
     /// returns the table's generation, or `None` if the memtable was empty.
     pub fn flush(&mut self) -> io::Result<Option<u64>> {
         self.check_running()?;
-        if self.memtable.is_empty() {
+        if self.memtable.is_empty() && self.memtable_ranges.is_empty() {
             return Ok(None);
         }
         let generation = self.next_generation;
@@ -412,13 +459,20 @@ impl Engine {
             key: *key,
             cell: cell.clone(),
         });
-        let table =
-            SsTable::write(&self.disk, generation, rows.collect()).map_err(|e| self.fail(e))?;
-        tracing::debug!(generation, rows = self.memtable.len(), "memtable_flushed");
+        let ranges = self.memtable_ranges.iter().copied().collect();
+        let table = SsTable::write(&self.disk, generation, rows.collect(), ranges)
+            .map_err(|e| self.fail(e))?;
+        tracing::debug!(
+            generation,
+            rows = self.memtable.len(),
+            range_tombstones = self.memtable_ranges.len(),
+            "memtable_flushed"
+        );
 
         self.next_generation += 1;
         self.tables.push(table);
         self.memtable.clear();
+        self.memtable_ranges.clear();
         let durable = self.log.discard_flushed().map_err(|e| self.fail(e))?;
         self.publish_durable(durable);
         self.stats.flushes += 1;
@@ -464,10 +518,12 @@ impl Engine {
             .iter()
             .partition(|t| chosen.contains(&t.generation()));
         let memtable = &self.memtable;
-        let older_outside = |key: &RowKey, write_us: i64| {
+        let older_outside = |low: RowKey, high: RowKey, write_us: i64| {
             let older = |cell: &Cell| cell.write_us <= write_us;
-            memtable.get(key).is_some_and(older)
-                || outside.iter().any(|t| t.get(key).is_some_and(older))
+            memtable.range(low..=high).any(|(_, cell)| older(cell))
+                || outside
+                    .iter()
+                    .any(|t| t.range(low, high).iter().any(|row| older(&row.cell)))
         };
         let merged = compaction::merge(&inputs, purge_before_us, older_outside);
 
@@ -483,12 +539,13 @@ impl Engine {
         merged: compaction::Merged,
     ) -> io::Result<CompactionReport> {
         let rows_out = merged.rows.len();
-        let output = if merged.rows.is_empty() {
+        let output = if merged.rows.is_empty() && merged.range_tombstones.is_empty() {
             None
         } else {
             let generation = self.next_generation;
-            self.tables
-                .push(SsTable::write(&self.disk, generation, merged.rows)?);
+            let table =
+                SsTable::write(&self.disk, generation, merged.rows, merged.range_tombstones)?;
+            self.tables.push(table);
             self.next_generation += 1;
             Some(generation)
         };
@@ -502,13 +559,15 @@ impl Engine {
         self.tables.retain(|t| !inputs.contains(&t.generation()));
 
         self.stats.compactions += 1;
-        self.stats.tombstones_purged += merged.tombstones_purged as u64;
+        let purged = merged.tombstones_purged + merged.range_tombstones_purged;
+        self.stats.tombstones_purged += purged as u64;
         self.compaction_due = true;
         tracing::debug!(
             ?inputs,
             ?output,
             rows_out,
             purged = merged.tombstones_purged,
+            range_tombstones_purged = merged.range_tombstones_purged,
             "compacted"
         );
         Ok(CompactionReport {
@@ -517,31 +576,57 @@ impl Engine {
             rows_in: merged.rows_in,
             rows_out,
             tombstones_purged: merged.tombstones_purged,
+            range_tombstones_purged: merged.range_tombstones_purged,
         })
     }
 
-    /// The winner per key in `low..=high` over the memtable and every table, taking at most
-    /// `limit` of the highest keys from each source (enough for the merged slice's `limit`).
-    fn merged(&self, low: RowKey, high: RowKey, limit: usize) -> BTreeMap<RowKey, &Cell> {
+    /// The range tombstones of the memtable and every table overlapping `low..=high`.
+    fn ranges_overlapping(&self, low: RowKey, high: RowKey) -> BTreeSet<RangeTombstone> {
+        let tables = self.tables.iter().flat_map(|t| t.range_tombstones().iter());
+        self.memtable_ranges
+            .iter()
+            .chain(tables)
+            .filter(|t| t.overlaps(low, high))
+            .copied()
+            .collect()
+    }
+
+    /// The winner per key in `low..=high` over the memtable and every table, leaving out the
+    /// cells `ranges` shadow, and taking at most `limit` of the highest remaining keys from
+    /// each source (enough for the merged slice's `limit`).
+    fn merged(
+        &self,
+        low: RowKey,
+        high: RowKey,
+        limit: usize,
+        ranges: &BTreeSet<RangeTombstone>,
+    ) -> BTreeMap<RowKey, &Cell> {
+        let dead = |key: &RowKey, cell: &Cell| ranges.iter().any(|t| t.deletes(key, cell.write_us));
         let mut merged = BTreeMap::new();
-        for (key, cell) in self.memtable.range(low..=high).rev().take(limit) {
+        let memtable = self.memtable.range(low..=high).rev();
+        for (key, cell) in memtable.filter(|(k, c)| !dead(k, c)).take(limit) {
             merge_cell(&mut merged, *key, cell);
         }
         for table in self.tables.iter().rev() {
-            for row in table.range(low, high).iter().rev().take(limit) {
+            let rows = table.range(low, high).iter().rev();
+            for row in rows.filter(|r| !dead(&r.key, &r.cell)).take(limit) {
                 merge_cell(&mut merged, row.key, &row.cell);
             }
         }
         merged
     }
 
-    /// The rows of one partition slice, newest first, tombstones included (the coordinator
-    /// needs them to reconcile replicas).
-    pub fn read(&self, query: &PartitionQuery) -> Vec<Row> {
+    /// One partition slice, newest first: the rows no range tombstone shadows, tombstones
+    /// included (the coordinator needs them to reconcile replicas), and the range tombstones
+    /// overlapping the part of the slice the rows cover (all of it, unless the page is full;
+    /// then from the oldest row returned up).
+    pub fn read(&self, query: &PartitionQuery) -> Slice {
         let Some((low, high)) = slice_bounds(query) else {
-            return Vec::new();
+            return Slice::default();
         };
-        self.merged(low, high, query.limit)
+        let ranges = self.ranges_overlapping(low, high);
+        let rows: Vec<Row> = self
+            .merged(low, high, query.limit, &ranges)
             .into_iter()
             .rev()
             .take(query.limit)
@@ -549,11 +634,23 @@ impl Engine {
                 key,
                 cell: cell.clone(),
             })
-            .collect()
+            .collect();
+        let covered_low = match rows.last() {
+            Some(oldest) if rows.len() >= query.limit => oldest.key,
+            _ => low,
+        };
+        let range_tombstones = ranges
+            .into_iter()
+            .filter(|t| t.overlaps(covered_low, high))
+            .collect();
+        Slice {
+            rows,
+            range_tombstones,
+        }
     }
 
-    /// Every row this replica holds, live or tombstone, merged, in key order (for convergence
-    /// checks and Merkle trees).
+    /// Every row this replica holds that no range tombstone shadows, live or tombstone,
+    /// merged, in key order (for convergence checks and Merkle trees).
     pub fn rows(&self) -> impl Iterator<Item = Row> + '_ {
         let low = RowKey {
             channel_id: 0,
@@ -565,12 +662,25 @@ impl Engine {
             bucket: u32::MAX,
             message_id: u64::MAX,
         };
-        self.merged(low, high, usize::MAX)
+        let ranges = self.range_tombstones();
+        let merged: Vec<Row> = self
+            .merged(low, high, usize::MAX, &BTreeSet::new())
             .into_iter()
             .map(|(key, cell)| Row {
                 key,
                 cell: cell.clone(),
             })
+            .collect();
+        merged.into_iter().filter(move |row| {
+            let partition = (row.key.channel_id, row.key.bucket);
+            !shadowed(row, ranges.range(partition_span(partition)))
+        })
+    }
+
+    /// Every range tombstone this replica holds, ascending, each once.
+    pub fn range_tombstones(&self) -> BTreeSet<RangeTombstone> {
+        let tables = self.tables.iter().flat_map(|t| t.range_tombstones().iter());
+        self.memtable_ranges.iter().chain(tables).copied().collect()
     }
 
     /// The configuration the engine was opened with.
@@ -674,6 +784,16 @@ mod tests {
         }
     }
 
+    fn range(from: u64, to: u64, deleted_at_us: i64) -> RangeTombstone {
+        RangeTombstone {
+            channel_id: 9,
+            bucket: 0,
+            from,
+            to,
+            deleted_at_us,
+        }
+    }
+
     fn query(before: Option<u64>, after: Option<u64>, limit: usize) -> PartitionQuery {
         PartitionQuery {
             channel_id: 9,
@@ -743,11 +863,17 @@ mod tests {
     fn reads_newest_first_within_bounds() {
         let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
         apply_all(&mut engine, (1..=5).map(|id| live(id, 1, "m")));
-        assert_eq!(ids(engine.read(&query(None, None, 3))), vec![5, 4, 3]);
-        assert_eq!(ids(engine.read(&query(Some(4), Some(1), 10))), vec![3, 2]);
-        assert!(engine.read(&query(Some(1), Some(1), 10)).is_empty());
-        assert!(engine.read(&query(Some(0), None, 10)).is_empty());
-        assert!(engine.read(&query(None, Some(u64::MAX), 10)).is_empty());
+        assert_eq!(ids(engine.read(&query(None, None, 3)).rows), vec![5, 4, 3]);
+        assert_eq!(
+            ids(engine.read(&query(Some(4), Some(1), 10)).rows),
+            vec![3, 2]
+        );
+        assert!(engine.read(&query(Some(1), Some(1), 10)).rows.is_empty());
+        assert!(engine.read(&query(Some(0), None, 10)).rows.is_empty());
+        assert!(engine
+            .read(&query(None, Some(u64::MAX), 10))
+            .rows
+            .is_empty());
     }
 
     #[test]
@@ -755,7 +881,7 @@ mod tests {
         let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
         engine.apply(live(1, 10, "newer")).unwrap();
         engine.apply(live(1, 5, "older")).unwrap();
-        let rows = engine.read(&query(None, None, 10));
+        let rows = engine.read(&query(None, None, 10)).rows;
         assert_eq!(summary(rows), expect(&[(1, 10, "newer")]));
     }
 
@@ -915,7 +1041,7 @@ mod tests {
         assert_eq!(engine.memtable_rows(), 2);
         assert_eq!(disk.list().unwrap(), vec![segment_name(2), table_name(1)]);
         let all = summary(engine.rows());
-        let slice = summary(engine.read(&query(Some(5), Some(1), 2)));
+        let slice = summary(engine.read(&query(Some(5), Some(1), 2)).rows);
         assert_eq!(slice, expect(&[(4, 4, "m"), (3, 3, "m")]));
         drop(engine);
 
@@ -931,7 +1057,10 @@ mod tests {
         };
         assert_eq!(replay, expected);
         assert_eq!(summary(engine.rows()), all);
-        assert_eq!(summary(engine.read(&query(Some(5), Some(1), 2))), slice);
+        assert_eq!(
+            summary(engine.read(&query(Some(5), Some(1), 2)).rows),
+            slice
+        );
     }
 
     #[test]
@@ -994,10 +1123,13 @@ mod tests {
         // 2. Key 1: the latest write (table 2); key 2: the live cell written after the
         // tombstone; key 3: the tombstone wins its tie; key 4: the greater value wins its tie.
         let winners = expect(&[(4, 7, "t3"), (3, 5, "-"), (2, 50, "t1"), (1, 30, "t2")]);
-        assert_eq!(summary(engine.read(&query(None, None, 10))), winners);
-        assert_eq!(summary(engine.read(&query(None, None, 2))), winners[..2]);
+        assert_eq!(summary(engine.read(&query(None, None, 10)).rows), winners);
         assert_eq!(
-            summary(engine.read(&query(Some(4), Some(1), 10))),
+            summary(engine.read(&query(None, None, 2)).rows),
+            winners[..2]
+        );
+        assert_eq!(
+            summary(engine.read(&query(Some(4), Some(1), 10)).rows),
             winners[1..3]
         );
         let ascending: Vec<_> = winners.iter().rev().cloned().collect();
@@ -1028,6 +1160,7 @@ mod tests {
             rows_in: 9,
             rows_out: 5,
             tombstones_purged: 0,
+            range_tombstones_purged: 0,
         };
         assert_eq!(report, expected);
         assert_eq!(engine.table_generations(), vec![5]);
@@ -1081,7 +1214,7 @@ mod tests {
             (4, at_grace, "-"),
         ]);
         assert_eq!(summary(engine.rows()), kept);
-        assert!(engine.read(&query(Some(2), None, 10)).is_empty());
+        assert!(engine.read(&query(Some(2), None, 10)).rows.is_empty());
         assert_eq!(engine.stats().tombstones_purged, 1);
     }
 
@@ -1152,12 +1285,132 @@ mod tests {
             [live(1, 100, "again"), live(2, 100, "x"), tombstone(2, 100)],
         );
         let deleted = expect(&[(2, 100, "-"), (1, 100, "-")]);
-        assert_eq!(summary(engine.read(&query(None, None, 10))), deleted);
+        assert_eq!(summary(engine.read(&query(None, None, 10)).rows), deleted);
 
         // 2. Still so once the live cell is flushed and compacted with the tombstone.
         engine.flush().unwrap();
         let report = engine.compact(EARLY_US).unwrap().unwrap();
         assert_eq!(report.inputs, vec![1, 2]);
-        assert_eq!(summary(engine.read(&query(None, None, 10))), deleted);
+        assert_eq!(summary(engine.read(&query(None, None, 10)).rows), deleted);
+    }
+
+    #[test]
+    fn a_range_tombstone_deletes_its_slice_up_to_its_timestamp() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+
+        // 1. Five rows at 10, ids 2..=4 deleted at 20, then id 3 written after the deletion
+        // and id 4 written at its very timestamp.
+        apply_all(&mut engine, (1..=5).map(|id| live(id, 10, "m")));
+        engine.apply_range(range(2, 4, 20)).unwrap();
+        apply_all(&mut engine, [live(3, 21, "after"), live(4, 20, "at")]);
+
+        // 2. Id 2 and id 4 (written at 20 <= 20) are gone, id 3 (21) survives; 1 and 5 lie
+        // outside the slice. The tombstone comes with the rows.
+        let full = engine.read(&query(None, None, 10));
+        let survivors = expect(&[(5, 10, "m"), (3, 21, "after"), (1, 10, "m")]);
+        assert_eq!(summary(full.rows), survivors);
+        assert_eq!(full.range_tombstones, vec![range(2, 4, 20)]);
+
+        // 3. Shadowed rows do not count against the limit: two rows are 5 and 3, and the page,
+        // full, covers ids 3 and up, which the tombstone overlaps.
+        let page = engine.read(&query(None, None, 2));
+        assert_eq!(summary(page.rows), survivors[..2]);
+        assert_eq!(page.range_tombstones, vec![range(2, 4, 20)]);
+
+        // 4. Below id 2 the tombstone is not in the slice and is not returned.
+        let below = engine.read(&query(Some(2), None, 10));
+        assert_eq!(summary(below.rows), survivors[2..]);
+        assert!(below.range_tombstones.is_empty());
+        assert_eq!(ids(engine.rows()), vec![1, 3, 5]);
+    }
+
+    #[test]
+    fn range_tombstones_survive_a_flush_a_crash_and_a_reopen() {
+        let disk = SimDisk::new();
+        let (mut engine, _) = open(&disk, config(BATCH));
+
+        // 1. One range tombstone flushed into table 1, another only in the commit log.
+        apply_all(&mut engine, (1..=6).map(|id| live(id, 10, "m")));
+        engine.apply_range(range(1, 2, 15)).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(5, 9, 15)).unwrap();
+        let before = engine.read(&query(None, None, 10));
+        assert_eq!(ids(before.rows.clone()), vec![4, 3]);
+        drop(engine);
+
+        // 2. After a crash: the table and the log's frame give the same answer.
+        disk.crash(None);
+        let (engine, replay) = open(&disk, config(BATCH));
+        assert_eq!((replay.sstables_loaded, replay.rows_replayed), (1, 1));
+        assert_eq!(engine.read(&query(None, None, 10)), before);
+        let all: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(all, vec![range(1, 2, 15), range(5, 9, 15)]);
+    }
+
+    #[test]
+    fn compaction_purges_a_range_tombstone_past_gc_grace_with_the_rows_it_shadows() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+        let grace_us = 864_000 * 1_000_000;
+        let past_grace = NOW_US - grace_us - 1;
+        let at_grace = NOW_US - grace_us;
+        let nine_days_ago = NOW_US - 9 * DAY_US;
+
+        // 1. Four tables: old rows 1, 2 and a live row 7; ids 1..=2 deleted past gc grace;
+        // ids 5..=6 deleted nine days ago over a row 5; id 7 deleted exactly gc grace ago
+        // (before row 7 was written).
+        apply_all(
+            &mut engine,
+            [
+                live(1, past_grace - 1, "old"),
+                live(2, past_grace - 1, "old"),
+            ],
+        );
+        engine.apply(live(7, NOW_US, "now")).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(1, 2, past_grace)).unwrap();
+        engine.flush().unwrap();
+        engine.apply(live(5, nine_days_ago - 1, "young")).unwrap();
+        engine.apply_range(range(5, 6, nine_days_ago)).unwrap();
+        engine.flush().unwrap();
+        engine.apply_range(range(7, 7, at_grace)).unwrap();
+        engine.flush().unwrap();
+
+        // 2. Ids 1..=2 go with their rows; 5..=6 is too young and 7..=7 exactly gc grace
+        // old, so both stay, though row 5, shadowed, is dropped.
+        let report = engine.compact(NOW_US).unwrap().unwrap();
+        assert_eq!((report.rows_in, report.rows_out), (4, 1));
+        assert_eq!(report.tombstones_purged, 0);
+        assert_eq!(report.range_tombstones_purged, 1);
+        assert_eq!(engine.stats().tombstones_purged, 1);
+        assert_eq!(summary(engine.rows()), expect(&[(7, NOW_US, "now")]));
+        let kept: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(
+            kept,
+            vec![range(5, 6, nine_days_ago), range(7, 7, at_grace)]
+        );
+    }
+
+    #[test]
+    fn an_old_range_tombstone_stays_while_the_memtable_holds_older_data_in_its_slice() {
+        let (mut engine, _) = open(&SimDisk::new(), config(BATCH));
+        let old = NOW_US - 11 * DAY_US;
+        for (from, to) in [(1, 2), (3, 3), (10, 20), (30, 30)] {
+            engine.apply_range(range(from, to, old)).unwrap();
+            engine.flush().unwrap();
+        }
+
+        // A late copy of id 2 written before its deletion, and id 15 written after one.
+        apply_all(
+            &mut engine,
+            [live(2, old - 1, "late"), live(15, old + 1, "newer")],
+        );
+
+        // 1..=2 must stay or the late value would come back; the other three may go.
+        let report = engine.compact(NOW_US).unwrap().unwrap();
+        assert_eq!(report.range_tombstones_purged, 3);
+        let kept: Vec<RangeTombstone> = engine.range_tombstones().into_iter().collect();
+        assert_eq!(kept, vec![range(1, 2, old)]);
+        let read = engine.read(&query(None, None, 10));
+        assert_eq!(summary(read.rows), expect(&[(15, old + 1, "newer")]));
     }
 }
