@@ -37,6 +37,10 @@ where
     }
 }
 
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
 /// Channel ids minted a day ago, so every message is newer than its channel.
 fn channels() -> Vec<u64> {
     let day_ago_ms = NodeClock::new().now_ms() - 24 * 60 * 60 * 1000;
@@ -114,6 +118,30 @@ async fn replica_ids(
     held
 }
 
+/// Crashes ring-2 `settle` after `cluster` started, writes `count` messages `gap` apart
+/// through ring-1 and ring-3 at QUORUM (all must be acknowledged), restarts ring-2 and waits
+/// `after` for it to come back. The channels written and the ids acknowledged.
+async fn outage_of_ring_2(
+    cluster: &RingCluster,
+    settle: Duration,
+    count: usize,
+    gap: Duration,
+    after: Duration,
+) -> (Vec<u64>, Vec<u64>) {
+    tokio::time::sleep(settle).await;
+    cluster.crash(1);
+    let store = cluster.store(&[0, 2], Consistency::Quorum);
+    let channels = channels();
+    let written = channels.clone();
+    let acked = cluster
+        .on_client(async move { write_messages(&store, &written, count, gap).await })
+        .await;
+    assert_eq!(acked.len(), count, "QUORUM writes with one replica down");
+    cluster.restart(1);
+    tokio::time::sleep(after).await;
+    (channels, acked)
+}
+
 fn current_bucket() -> u32 {
     bucket_of(ids::from_timestamp_ms(NodeClock::new().now_ms()))
 }
@@ -147,24 +175,11 @@ fn with_one_replica_crashed_quorum_reads_see_every_acknowledged_quorum_write() {
 #[test]
 fn a_replica_down_for_30_s_converges_from_hints_alone() {
     simulate(2, || async {
+        // 30 s of writes through the two live coordinators, no reads at all; then back up,
+        // and hints are delivered within a few delivery rounds.
         let cluster = RingCluster::start(&RingShape::default());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cluster.crash(1);
-
-        // 30 s of writes through the two live coordinators, no reads at all.
-        let store = cluster.store(&[0, 2], Consistency::Quorum);
-        let channels = channels();
-        let written = channels.clone();
-        let acked = cluster
-            .on_client(async move {
-                write_messages(&store, &written, 100, Duration::from_millis(300)).await
-            })
-            .await;
-        assert_eq!(acked.len(), 100);
-
-        // Back up; hints are delivered within a few delivery rounds.
-        cluster.restart(1);
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (settle, gap, after) = (ms(100), ms(300), ms(5_000));
+        let (channels, acked) = outage_of_ring_2(&cluster, settle, 100, gap, after).await;
         let addr = cluster.addrs[1];
         let bucket = current_bucket();
         let held = cluster
@@ -191,22 +206,11 @@ fn a_replica_down_past_the_hint_window_stays_behind() {
             ..RingShape::default()
         };
         let cluster = RingCluster::start(&shape);
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        cluster.crash(1);
 
         // 120 s of writes, 0.3 s apart: the first 24 s come before any conviction and are
         // hinted; from 60 s on the window has surely passed and none are.
-        let store = cluster.store(&[0, 2], Consistency::Quorum);
-        let channels = channels();
-        let written = channels.clone();
-        let acked = cluster
-            .on_client(async move {
-                write_messages(&store, &written, 400, Duration::from_millis(300)).await
-            })
-            .await;
-        assert_eq!(acked.len(), 400);
-        cluster.restart(1);
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (settle, gap, after) = (ms(5_000), ms(300), ms(5_000));
+        let (channels, acked) = outage_of_ring_2(&cluster, settle, 400, gap, after).await;
 
         let addr = cluster.addrs[1];
         let bucket = current_bucket();
@@ -308,19 +312,8 @@ fn a_stale_replica_is_repaired_by_a_quorum_read() {
             ..RingShape::default()
         };
         let cluster = RingCluster::start(&shape);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cluster.crash(1);
-        let store = cluster.store(&[0, 2], Consistency::Quorum);
-        let channels = channels();
-        let written = channels.clone();
-        let acked = cluster
-            .on_client(async move {
-                write_messages(&store, &written, 20, Duration::from_millis(20)).await
-            })
-            .await;
-        assert_eq!(acked.len(), 20);
-        cluster.restart(1);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (settle, gap, after) = (ms(100), ms(20), ms(3_000));
+        let (channels, acked) = outage_of_ring_2(&cluster, settle, 20, gap, after).await;
 
         // ring-2 alone at ONE: stale.
         let at_one = cluster.store(&[1], Consistency::One);

@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::engine::commitlog::{decode_mutations, encode_mutation};
 use super::Mutation;
 use crate::env::disk::Disk;
 
@@ -30,36 +31,14 @@ fn hint_file(target: SocketAddr) -> String {
     format!("hints-{ip}-{}", target.port())
 }
 
-fn frame(row: &Mutation) -> io::Result<Vec<u8>> {
-    let payload = serde_json::to_vec(row).map_err(io::Error::other)?;
-    let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+/// A hint is framed as a commit log record is.
+fn frame(mutation: &Mutation) -> io::Result<Vec<u8>> {
+    encode_mutation(mutation)
 }
 
+/// The hints of a file, up to the first damaged record.
 fn unframe(bytes: &[u8]) -> Vec<Mutation> {
-    let mut rows = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let word =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        let (len, crc) = (word(at) as usize, word(at + 4));
-        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Ok(row) = serde_json::from_slice(payload) else {
-            break;
-        };
-        rows.push(row);
-        at += 8 + len;
-    }
-    rows
+    decode_mutations(bytes).0
 }
 
 /// The hints one coordinator holds.

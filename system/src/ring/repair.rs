@@ -126,6 +126,19 @@ impl RingNode {
         report
     }
 
+    /// The leaves of `range` where this node's tree and `peer`'s differ; `None` if `peer` did
+    /// not answer.
+    async fn differing_leaves(
+        &self,
+        peer: std::net::SocketAddr,
+        range: TokenRange,
+    ) -> Option<Vec<(i64, i64)>> {
+        match self.ask(peer, &RingRequest::ReplicaMerkle { range }).await {
+            Some(RingResponse::Merkle(theirs)) => Some(diff(&self.merkle(range).await, &theirs)),
+            _ => None,
+        }
+    }
+
     /// Pull, then push, the mismatching leaves of `range` between this node and `peer`.
     async fn repair_with(
         self: &Arc<Self>,
@@ -134,13 +147,10 @@ impl RingNode {
         report: &mut RepairReport,
     ) {
         // 1. Compare trees.
-        let Some(RingResponse::Merkle(theirs)) =
-            self.ask(peer, &RingRequest::ReplicaMerkle { range }).await
-        else {
+        let Some(leaves) = self.differing_leaves(peer, range).await else {
             report.replicas_unreachable += 1;
             return;
         };
-        let leaves = diff(&self.merkle(range).await, &theirs);
         if leaves.is_empty() {
             return;
         }
@@ -165,13 +175,10 @@ impl RingNode {
         }
 
         // 3. Push ours of the leaves that still differ.
-        let Some(RingResponse::Merkle(theirs)) =
-            self.ask(peer, &RingRequest::ReplicaMerkle { range }).await
-        else {
+        let Some(leaves) = self.differing_leaves(peer, range).await else {
             report.replicas_unreachable += 1;
             return;
         };
-        let leaves = diff(&self.merkle(range).await, &theirs);
         let ours = self.slice_in(&leaves).await;
         report.rows_pushed += ours.rows.len();
         report.range_tombstones_pushed += ours.range_tombstones.len();
