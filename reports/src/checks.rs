@@ -8,6 +8,8 @@
 //! - **sequence**: per session, `s` is 1, 2, 3, … in arrival order.
 //! - **delivery**: every session that was READY before a send was invoked, and stayed open to
 //!   the end of the run, received that message if it was acknowledged and in its channels.
+//! - **sessions**: every client that opened a gateway session ends the run with one open and
+//!   READY (sessions dropped by faults came back).
 //! - **availability**: operations that failed or timed out, beyond what the objective allows.
 //!
 //! Not checked yet: causality, convergence of replicas, nonce dedup, resume gap filling.
@@ -54,13 +56,14 @@ pub enum CheckClass {
 /// The name and class of every check. The harness makes `invariants` (error-level events the
 /// cluster logged) and `convergence` (replicas' Merkle roots after heal and repair); the others
 /// read the history.
-pub const CHECKS: [(&str, CheckClass); 7] = [
+pub const CHECKS: [(&str, CheckClass); 8] = [
     ("invariants", CheckClass::Safety),
     ("convergence", CheckClass::Safety),
     ("durability", CheckClass::Safety),
     ("ordering", CheckClass::Safety),
     ("sequence", CheckClass::Safety),
     ("delivery", CheckClass::Liveness),
+    ("sessions", CheckClass::Liveness),
     ("availability", CheckClass::Objective),
 ];
 
@@ -71,6 +74,7 @@ pub fn check_all(history: &History, availability_objective: f64) -> BTreeMap<Str
     results.insert("ordering".to_string(), ordering(history));
     results.insert("sequence".to_string(), sequence(history));
     results.insert("delivery".to_string(), delivery(history));
+    results.insert("sessions".to_string(), sessions(history));
     results.insert(
         "availability".to_string(),
         availability(history, availability_objective),
@@ -214,6 +218,29 @@ pub fn delivery(history: &History) -> CheckResult {
                     )
                 });
             }
+        }
+    }
+    result
+}
+
+/// See the module docs.
+pub fn sessions(history: &History) -> CheckResult {
+    let mut result = CheckResult::default();
+    let mut last: BTreeMap<u64, usize> = BTreeMap::new();
+    for (index, session) in history.sessions.iter().enumerate() {
+        last.insert(session.client, index);
+    }
+    for (client, index) in last {
+        let session = &history.sessions[index];
+        if session.closed_ns.is_some() || session.ready_ns.is_none() {
+            result.violation(|| {
+                let state = if session.closed_ns.is_some() {
+                    "closed"
+                } else {
+                    "never READY"
+                };
+                format!("client {client} ended the run without a live session (last: {state})")
+            });
         }
     }
     result
@@ -406,6 +433,35 @@ mod tests {
         assert_eq!(result.violations, 1);
         assert!(
             result.examples[0].starts_with("session 1 "),
+            "{:?}",
+            result.examples
+        );
+    }
+
+    #[test]
+    fn sessions_requires_each_clients_last_session_to_be_live() {
+        let session = |client, ready_ns: Option<u64>, closed_ns| Session {
+            client,
+            session_id: None,
+            opened_ns: 0,
+            ready_ns,
+            channel_ids: vec![],
+            closed_ns,
+            close_code: None,
+        };
+        let history = History {
+            sessions: vec![
+                session(1, Some(1), Some(5)), // dropped, then back:
+                session(1, Some(9), None),
+                session(2, Some(1), Some(5)), // dropped for good
+                session(3, None, None),       // never READY
+            ],
+            ..History::default()
+        };
+        let result = sessions(&history);
+        assert_eq!(result.violations, 2);
+        assert!(
+            result.examples[0].starts_with("client 2 "),
             "{:?}",
             result.examples
         );

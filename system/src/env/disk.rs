@@ -6,8 +6,11 @@
 //! drops the page cache. [`SimDisk::crash`] can also tear the last pending write, keeping a
 //! prefix of it.
 //!
+//! [`SimDisk::fail_syncs`] makes syncs fail, as a failing device does.
+//!
 //! Not modelled: directories (names are flat), metadata durability apart from data (a rename or
-//! remove is durable at once), disk latency, and full disks.
+//! remove is durable at once), full disks.
+//! TODO(disk-latency): slow syncs need an asynchronous disk API; the trait is synchronous.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -171,6 +174,8 @@ pub struct CrashLoss {
 #[derive(Debug, Default, Clone)]
 pub struct SimDisk {
     files: Arc<Mutex<BTreeMap<String, SimFile>>>,
+    /// Syncs still to fail (a disk fault); each failed sync leaves its writes pending.
+    sync_failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SimDisk {
@@ -223,6 +228,13 @@ impl SimDisk {
         loss
     }
 
+    /// Makes the next `count` syncs fail with an I/O error, as a failing device does; their
+    /// writes stay pending, so a crash afterwards loses them.
+    pub fn fail_syncs(&self, count: u64) {
+        self.sync_failures
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Bytes written but not yet synced, over all files.
     pub fn pending_bytes(&self) -> u64 {
         let files = self.lock();
@@ -260,6 +272,14 @@ impl Disk for SimDisk {
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .sync_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            let msg = format!("simulated sync failure on {name:?}");
+            return Err(io::Error::other(msg));
+        }
         let mut files = self.lock();
         let file = files.get_mut(name).ok_or_else(|| not_found(name))?;
         let pending = std::mem::take(&mut file.pending);
@@ -336,6 +356,17 @@ mod tests {
         // The tear keeps 1 byte of the last write at its own offset: the first pending write
         // is lost, so a zero-filled gap sits where it was, as on a real disk.
         assert_eq!(disk.read("log").unwrap(), b"abc\0\0x");
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_its_writes_pending() {
+        let disk = SimDisk::new();
+        disk.append("log", b"abc").unwrap();
+        disk.fail_syncs(1);
+        assert!(disk.sync("log").is_err());
+        assert_eq!(disk.pending_bytes(), 3);
+        disk.sync("log").unwrap();
+        assert_eq!(disk.pending_bytes(), 0);
     }
 
     #[test]
