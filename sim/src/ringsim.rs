@@ -144,6 +144,26 @@ impl RingCluster {
         self.handle.restart(node_name(index).as_str());
     }
 
+    /// Cuts the link from node `from` to node `to` (one way: `to` stops receiving from
+    /// `from`; open streams stall, new connections are refused).
+    pub fn cut(&self, from: usize, to: usize) {
+        let net = madsim::net::NetSim::current();
+        net.clog_link(self.node_id(from), self.node_id(to));
+    }
+
+    /// Restores the link from node `from` to node `to`.
+    pub fn mend(&self, from: usize, to: usize) {
+        let net = madsim::net::NetSim::current();
+        net.unclog_link(self.node_id(from), self.node_id(to));
+    }
+
+    fn node_id(&self, index: usize) -> madsim::task::NodeId {
+        match self.handle.get_node(node_name(index).as_str()) {
+            Some(node) => node.id(),
+            None => panic!("no node {}", node_name(index)),
+        }
+    }
+
     /// Node `index`'s clock.
     pub fn clock(&self, index: usize) -> NodeClock {
         self.clocks[&node_name(index)].clone()
