@@ -269,7 +269,8 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
             let config = topology.ring_config(index, disk, clock.clone());
             async move {
                 if let Err(error) = ring::node::run(listen(addr).await, config).await {
-                    // A node whose disk failed stops, as the process would; a restart fault revives it.
+                    // A node whose disk failed stops, as the process would; a restart
+                    // fault revives it.
                     tracing::warn!(%addr, %error, "ring_node_stopped");
                 }
             }
