@@ -263,10 +263,12 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     for index in 0..topology.ring.len() {
         let name = format!("ring-{}", index + 1);
         let (topology, disk, clock) = (topology.clone(), env.disk(&name), env.clock(&name));
+        let engine = scenario.ring_engine;
         let addr = topology.ring[index];
         host(&handle, &name, addr.ip(), move || {
             let disk = Arc::new(disk.clone()) as Arc<dyn Disk>;
-            let config = topology.ring_config(index, disk, clock.clone());
+            let mut config = topology.ring_config(index, disk, clock.clone());
+            config.engine = engine;
             async move {
                 if let Err(error) = ring::node::run(listen(addr).await, config).await {
                     // A node whose disk failed stops, as the process would; a restart

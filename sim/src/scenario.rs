@@ -1,6 +1,8 @@
 //! Built-in scenarios: the cluster's shape, the workload's shape and the fault schedule.
 
 use chat_faults::{Fault, FaultKind, Schedule};
+use chat_system::ring::engine::EngineConfig;
+use chat_system::ring::node::engine_config;
 
 /// A scenario a run can be asked for by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,8 @@ pub struct Scenario {
     pub availability_objective: f64,
     /// The faults.
     pub schedule: Schedule,
+    /// The ring nodes' storage engine (sync mode, gc grace).
+    pub ring_engine: EngineConfig,
 }
 
 /// The names of every built-in scenario.
@@ -63,6 +67,7 @@ impl Scenario {
             heartbeat_interval_ms: 5_000,
             request_timeout_ms: 10_000,
             availability_objective: 0.9999,
+            ring_engine: engine_config(),
             schedule: Schedule::new(vec![Fault {
                 at_ms: 20_000,
                 kind: FaultKind::Crash {

@@ -9,6 +9,7 @@ use chat_reports::history::{History, OpKind, Outcome};
 use chat_reports::report::{self, Report, RunInfo};
 use chat_sim::runner;
 use chat_sim::scenario::Scenario;
+use chat_system::ring::engine::{EngineConfig, SyncMode};
 
 const RESTART_NS: u64 = 40_000_000_000;
 
@@ -213,4 +214,59 @@ fn two_crashed_replicas_fail_quorum_writes_and_the_objective_check_says_so() {
             report.summary()
         );
     }
+}
+
+/// smoke with every ring node crashed at 25 s and restarted at 30 s, on `sync`.
+fn crash_every_ring_node(seed: u64, sync: SyncMode) -> Report {
+    let crash = |node: &str| Fault {
+        at_ms: 25_000,
+        kind: FaultKind::Crash {
+            node: node.into(),
+            restart_after_ms: Some(5_000),
+        },
+    };
+    let mut scenario = Scenario::smoke();
+    scenario.schedule = Schedule::new(vec![crash("ring-1"), crash("ring-2"), crash("ring-3")]);
+    scenario.ring_engine = EngineConfig {
+        sync,
+        ..EngineConfig::default()
+    };
+    let output = runner::run(seed, &scenario);
+    let info = RunInfo {
+        seed,
+        scenario: "all-ring-crash".into(),
+        trace_hash: report::trace_hash(&output.trace),
+        events: output.events,
+        sim_seconds: output.sim_seconds,
+        wall_seconds: output.wall_seconds,
+        schedule: scenario.schedule.clone(),
+        availability_objective: scenario.availability_objective,
+        replay_command: String::new(),
+        harness_checks: output.harness_checks(),
+    };
+    Report::build(info, &output.history)
+}
+
+#[test]
+fn every_ring_node_crashing_in_periodic_mode_loses_acknowledged_messages_and_durability_says_so() {
+    let report = crash_every_ring_node(12, SyncMode::Periodic { period_ms: 10_000 });
+    let durability = &report.checks["durability"];
+    assert!(durability.violations > 0, "{}", report.summary());
+    assert!(
+        durability.examples[0].contains("missing from a read"),
+        "{:?}",
+        durability.examples
+    );
+    assert_eq!(report.exit_code, report::EXIT_SAFETY);
+}
+
+#[test]
+fn every_ring_node_crashing_in_batch_mode_loses_nothing_acknowledged() {
+    let report = crash_every_ring_node(12, SyncMode::Batch);
+    assert_eq!(
+        report.checks["durability"].violations,
+        0,
+        "{}",
+        report.summary()
+    );
 }
