@@ -28,7 +28,7 @@ enum Command {
         seed: u64,
         /// The scenario to run.
         #[arg(long, default_value = "smoke", value_parser = parse_scenario)]
-        scenario: Scenario,
+        scenario: Box<Scenario>,
         /// Where to write report.json and trace.jsonl [default: target/chatsim/SCENARIO-SEED].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -37,8 +37,8 @@ enum Command {
     Scenarios,
 }
 
-fn parse_scenario(name: &str) -> Result<Scenario, String> {
-    Scenario::by_name(name).ok_or_else(|| {
+fn parse_scenario(name: &str) -> Result<Box<Scenario>, String> {
+    Scenario::by_name(name).map(Box::new).ok_or_else(|| {
         format!(
             "unknown scenario {name:?}; known: {}",
             SCENARIO_NAMES.join(", ")
