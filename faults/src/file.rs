@@ -208,17 +208,19 @@ fn decoded(
 
     // The field a message quotes, else the one whose removal changes the complaint to its
     // absence (or cures it): that is how a type error, which names no field, is placed.
+    // `kind` and `at_ms` are tried last: their absence is reported before any other error.
     let quoted = message.split('`').nth(1).map(String::from);
+    let late = |key: &&String| ["kind", "at_ms"].iter().position(|l| l == *key);
+    let mut candidates: Vec<&String> = fields.keys().collect();
+    candidates.sort_by_key(late);
     let field = quoted
         .filter(|q| fields.contains_key(q) || message.contains("missing field"))
         .or_else(|| {
-            fields
-                .keys()
-                .find(|key| match decode(Some(key)) {
-                    Ok(_) => true,
-                    Err(other) => other.contains(&format!("missing field `{key}`")),
-                })
-                .cloned()
+            let blamed = candidates.into_iter().find(|key| match decode(Some(key)) {
+                Ok(_) => true,
+                Err(other) => other.contains(&format!("missing field `{key}`")),
+            });
+            blamed.cloned()
         });
     let line = field.as_ref().and_then(|f| fields.get(f)).copied();
     Err(FileError {
@@ -387,4 +389,163 @@ fn json_lines(text: &str) -> Vec<Lines> {
         }
     }
     faults
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DiskFault;
+
+    fn roles() -> Vec<String> {
+        crate::Roles::simulator().all()
+    }
+
+    const GOOD: &str = r#"
+[[fault]]
+kind = "crash"
+node = "ring-1"
+at_ms = 20000
+restart_after_ms = 20000
+
+[[fault]]
+kind = "partition"
+at_ms = 5000
+duration_ms = 3000
+nodes = ["ring-1", "ring-2", "ring-3"]
+shape = { kind = "isolate", node = "ring-2" }
+one_way = true
+
+[[fault]]
+kind = "disk"
+node = "ring-3"
+at_ms = 30000
+duration_ms = 100
+disk = { kind = "torn_write", keep_bytes = 7 }
+"#;
+
+    #[test]
+    fn a_hand_written_toml_schedule_parses_sorted() {
+        let schedule = parse_toml(GOOD, Some(&roles())).unwrap();
+        let kinds: Vec<&str> = schedule.faults.iter().map(Fault::kind_name).collect();
+        assert_eq!(kinds, ["partition", "crash", "disk"]);
+        assert_eq!(
+            schedule.faults[2].kind,
+            FaultKind::Disk {
+                node: "ring-3".into(),
+                disk: DiskFault::TornWrite { keep_bytes: 7 },
+                duration_ms: 100,
+            }
+        );
+        let json = serde_json::to_string_pretty(&schedule).unwrap();
+        assert_eq!(parse_json(&json, Some(&roles())).unwrap(), schedule);
+    }
+
+    #[test]
+    fn an_unknown_toml_field_is_named_with_its_line() {
+        let text = GOOD.replace("restart_after_ms = 20000", "restart_after = 20000");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!((error.fault, error.line), (Some(0), Some(6)), "{error}");
+        assert_eq!(error.field.as_deref(), Some("restart_after"), "{error}");
+    }
+
+    #[test]
+    fn a_toml_type_error_is_placed_on_its_field() {
+        let text = GOOD.replace("duration_ms = 3000", "duration_ms = -3");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("duration_ms"), "{error}");
+        assert_eq!((error.fault, error.line), (Some(1), Some(11)), "{error}");
+        let text = GOOD.replace("\"torn_write\"", "\"torn\"");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("disk"), "{error}");
+        assert_eq!((error.fault, error.line), (Some(2), Some(21)), "{error}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_carry_a_line() {
+        let error = parse_toml("[[fault]]\nkind = \"crash\nnode = 1\n", None).unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
+        let error = parse_toml("[[faults]]\nkind = \"crash\"\n", None).unwrap_err();
+        assert!(error.message.contains("faults"), "{error}");
+    }
+
+    #[test]
+    fn semantic_errors_name_fault_field_and_line() {
+        let text = GOOD.replace("node = \"ring-3\"", "node = \"ring-9\"");
+        let error = parse_toml(&text, Some(&roles())).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("node"));
+        assert_eq!((error.fault, error.line), (Some(2), Some(18)), "{error}");
+        assert!(error.message.contains("ring-9"), "{error}");
+        assert!(
+            parse_toml(&text, None).is_ok(),
+            "names are free without a node list"
+        );
+
+        let text = GOOD.replace("restart_after_ms = 20000", "restart_after_ms = 0");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("restart_after_ms"));
+        assert_eq!(error.line, Some(6), "{error}");
+
+        let text = GOOD.replace("node = \"ring-2\" }", "node = \"api\" }");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("shape"), Some(13))
+        );
+    }
+
+    #[test]
+    fn a_loss_rate_outside_zero_to_one_is_refused() {
+        let text = "[[fault]]\nkind = \"loss\"\nat_ms = 1\nduration_ms = 5\n\
+                    nodes = [\"api\"]\nrate = 1.5\n";
+        let error = parse_toml(text, None).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("rate"), Some(6)),
+            "{error}"
+        );
+        assert!(parse_toml(&text.replace("1.5", "1.0"), None).is_ok());
+        let text = text
+            .replace("duration_ms = 5", "duration_ms = 0")
+            .replace("1.5", "0.5");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("duration_ms"), Some(4))
+        );
+    }
+
+    #[test]
+    fn json_errors_name_fault_field_and_line() {
+        let text = r#"{
+  "faults": [
+    { "at_ms": 1, "kind": "crash", "node": "ring-1", "restart_after_ms": 5 },
+    {
+      "at_ms": 2,
+      "kind": "pause",
+      "node": "ring-2",
+      "duration_ms": "long"
+    }
+  ]
+}"#;
+        let error = parse_json(text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("duration_ms"), "{error}");
+        assert_eq!((error.fault, error.line), (Some(1), Some(8)), "{error}");
+
+        let text = text.replace("\"long\"", "7").replace("ring-2", "ring-7");
+        let error = parse_json(&text, Some(&roles())).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("node"), Some(7)),
+            "{error}"
+        );
+
+        let error = parse_json("{\"faults\": [\n{\"at_ms\": 1,,}]}", None).unwrap_err();
+        assert_eq!(
+            (error.line, error.column.is_some()),
+            (Some(2), true),
+            "{error}"
+        );
+        let error = parse_json("{\"fault\": []}", None).unwrap_err();
+        assert!(error.message.contains("fault"), "{error}");
+    }
 }
