@@ -1,18 +1,36 @@
 //! Faults as data: what can go wrong, when, and to which node.
 //!
 //! A [`Schedule`] is a plain value (serde), so a run's faults can be printed, stored in its
-//! report, written by hand and replayed; removing one fault leaves the others as they were.
-//! Times are simulated ms from the start of the run.
+//! report, written by hand ([`file`]), drawn from a seed ([`swarm`]) and replayed; removing one
+//! fault leaves the others as they were. Times are simulated ms from the start of the run.
 //!
-//! Modelled so far: crash of a node, with a restart after a delay or never; a crash drops the
-//! node's unsynced disk writes.
-//! TODO(faults-vocabulary): pause, partition, latency, loss, clock and disk faults, and the
-//! seeded swarm generator with fault budgets.
+//! Modelled: crash (with a restart or none), pause (a whole-node freeze, like a GC stop),
+//! partitions of several shapes ([`partition`]), added latency and jitter, message loss, a
+//! node's clock step and drift, and disk faults (lost unsynced writes, a torn last write,
+//! failing or slow syncs). [`budget`] bounds how much may be broken at once.
+//!
+//! Not modelled: message duplication, reordering and corruption, full disks, bit flips, and
+//! membership changes. This crate only describes faults; applying them is the simulator's
+//! nemesis.
+//! TODO(faults-duplication): duplicated and reordered messages need a simulator that can make
+//! them; madsim's TCP cannot.
+
+pub mod budget;
+pub mod file;
+pub mod partition;
+pub mod rng;
+pub mod swarm;
 
 use serde::{Deserialize, Serialize};
 
-/// What a fault does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub use budget::{check_budget, Budget, BudgetViolation, Roles};
+pub use file::{parse_json, parse_toml, FileError};
+pub use partition::{grudge, Grudge, PartitionShape};
+pub use swarm::{Profile, Swarm};
+
+/// What a fault does. Every kind names its target and, except a crash without restart and a
+/// clock fault without an end, how long it lasts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
     /// Kill the node (its unsynced disk writes are lost), then restart it after
@@ -23,11 +41,99 @@ pub enum FaultKind {
         /// Delay before the restart; `None` leaves the node down.
         restart_after_ms: Option<u64>,
     },
+    /// Freeze the node for `duration_ms`: it keeps its memory and sockets but runs nothing,
+    /// then resumes where it stopped (a GC stop, a SIGSTOP, a VM migration).
+    Pause {
+        /// The node.
+        node: String,
+        /// How long it stays frozen.
+        duration_ms: u64,
+    },
+    /// Cut links between `nodes` in the given shape for `duration_ms`; see [`grudge`].
+    Partition {
+        /// The nodes the shape is laid over, in order (the order matters to every shape).
+        nodes: Vec<String>,
+        /// Which links are cut.
+        shape: PartitionShape,
+        /// Cut only one direction of each link (see [`partition`] for which one).
+        #[serde(default)]
+        one_way: bool,
+        /// How long the cut lasts.
+        duration_ms: u64,
+    },
+    /// Add `delay_ms` plus up to `jitter_ms` to messages to and from `nodes`.
+    ///
+    /// The simulator (madsim) has only one latency range for the whole network, so a nemesis
+    /// can apply this only by widening that range for every link while the fault lasts.
+    Latency {
+        /// The nodes whose messages are slowed.
+        nodes: Vec<String>,
+        /// Added delay.
+        delay_ms: u64,
+        /// Added random delay on top, uniformly in `0..=jitter_ms`.
+        jitter_ms: u64,
+        /// How long it lasts.
+        duration_ms: u64,
+    },
+    /// Drop messages to and from `nodes` with probability `rate` (in `0..=1`).
+    ///
+    /// The simulated links are TCP: a dropped segment is retransmitted, so the application
+    /// sees a stall and a retransmit delay rather than a lost message.
+    Loss {
+        /// The nodes whose messages are dropped.
+        nodes: Vec<String>,
+        /// Drop probability per message.
+        rate: f64,
+        /// How long it lasts.
+        duration_ms: u64,
+    },
+    /// Step the node's clock by `offset_us` and let it drift by `drift_ppm` from then on; the
+    /// clock returns to true time after `duration_ms`, or never if that is absent.
+    Clock {
+        /// The node.
+        node: String,
+        /// The step, in µs; negative steps go back in time.
+        offset_us: i64,
+        /// The drift, in parts per million; negative drift runs slow.
+        drift_ppm: i64,
+        /// When the clock is corrected; `None` leaves it wrong.
+        duration_ms: Option<u64>,
+    },
+    /// Make the node's disk misbehave for `duration_ms`.
+    Disk {
+        /// The node.
+        node: String,
+        /// How it misbehaves.
+        disk: DiskFault,
+        /// How long it lasts.
+        duration_ms: u64,
+    },
+}
+
+/// How a disk misbehaves while a [`FaultKind::Disk`] lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DiskFault {
+    /// A crash in the window loses every unsynced write (a crash always does; this marks the
+    /// window in which a nemesis should crash the node to exercise it).
+    LoseUnsynced,
+    /// A crash in the window tears the last unsynced write, keeping its first `keep_bytes`.
+    TornWrite {
+        /// Bytes of the last write that reach the platter.
+        keep_bytes: u64,
+    },
+    /// Every sync fails with an I/O error.
+    FailSync,
+    /// Every sync takes `delay_ms` longer.
+    SlowSync {
+        /// Added time per sync.
+        delay_ms: u64,
+    },
 }
 
 /// One fault at one time. (Unknown fields are refused by [`FaultKind`], which receives every
 /// field but `at_ms`.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// When it starts, in simulated ms from the start of the run.
     pub at_ms: u64,
@@ -37,25 +143,65 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// When the fault is over (healed), if it ever is.
-    pub fn heal_ms(&self) -> Option<u64> {
+    /// How long the fault lasts; `None` if it never heals.
+    pub fn duration_ms(&self) -> Option<u64> {
         match &self.kind {
             FaultKind::Crash {
                 restart_after_ms, ..
-            } => restart_after_ms.map(|d| self.at_ms + d),
+            } => *restart_after_ms,
+            FaultKind::Clock { duration_ms, .. } => *duration_ms,
+            FaultKind::Pause { duration_ms, .. }
+            | FaultKind::Partition { duration_ms, .. }
+            | FaultKind::Latency { duration_ms, .. }
+            | FaultKind::Loss { duration_ms, .. }
+            | FaultKind::Disk { duration_ms, .. } => Some(*duration_ms),
         }
     }
 
-    /// The node the fault targets.
+    /// When the fault is over (healed), if it ever is.
+    pub fn heal_ms(&self) -> Option<u64> {
+        self.duration_ms().map(|d| self.at_ms.saturating_add(d))
+    }
+
+    /// Whether the fault is active at `t_ms` (start inclusive, heal exclusive).
+    pub fn active_at(&self, t_ms: u64) -> bool {
+        self.at_ms <= t_ms && self.heal_ms().is_none_or(|heal| t_ms < heal)
+    }
+
+    /// The node the fault targets; for faults over several nodes, the first of them.
     pub fn node(&self) -> &str {
+        self.nodes().first().copied().unwrap_or_default()
+    }
+
+    /// Every node the fault targets.
+    pub fn nodes(&self) -> Vec<&str> {
         match &self.kind {
-            FaultKind::Crash { node, .. } => node,
+            FaultKind::Crash { node, .. }
+            | FaultKind::Pause { node, .. }
+            | FaultKind::Clock { node, .. }
+            | FaultKind::Disk { node, .. } => vec![node.as_str()],
+            FaultKind::Partition { nodes, .. }
+            | FaultKind::Latency { nodes, .. }
+            | FaultKind::Loss { nodes, .. } => nodes.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The kind's name as written in a schedule file, e.g. `crash`.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            FaultKind::Crash { .. } => "crash",
+            FaultKind::Pause { .. } => "pause",
+            FaultKind::Partition { .. } => "partition",
+            FaultKind::Latency { .. } => "latency",
+            FaultKind::Loss { .. } => "loss",
+            FaultKind::Clock { .. } => "clock",
+            FaultKind::Disk { .. } => "disk",
         }
     }
 }
 
 /// A run's faults, in start order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// The faults.
@@ -66,6 +212,19 @@ impl Schedule {
     /// A schedule of `faults`, sorted by start time (ties keep their given order).
     pub fn new(mut faults: Vec<Fault>) -> Self {
         faults.sort_by_key(|f| f.at_ms);
+        Self { faults }
+    }
+
+    /// The same schedule without its `index`th fault (unchanged if there is none): the step
+    /// a shrinker takes. The other faults stay exactly as they were.
+    pub fn without(&self, index: usize) -> Self {
+        let faults = self
+            .faults
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, f)| f.clone())
+            .collect();
         Self { faults }
     }
 
@@ -127,5 +286,66 @@ mod tests {
         let never = Schedule::new(vec![crash(10, "a", None)]);
         assert_eq!(never.all_healed_ms(), None);
         assert_eq!(never.active_windows_ms(99), vec![(10, 99)]);
+    }
+
+    #[test]
+    fn without_drops_one_fault_and_keeps_the_rest() {
+        let schedule = Schedule::new(vec![
+            crash(10, "a", Some(1)),
+            crash(20, "b", Some(1)),
+            crash(30, "c", None),
+        ]);
+        let shrunk = schedule.without(1);
+        assert_eq!(
+            shrunk.faults,
+            vec![crash(10, "a", Some(1)), crash(30, "c", None)]
+        );
+        assert_eq!(schedule.without(7), schedule);
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_json() {
+        let nodes = vec!["ring-1".to_string(), "ring-2".to_string()];
+        let kinds = vec![
+            FaultKind::Pause {
+                node: "api".into(),
+                duration_ms: 5,
+            },
+            FaultKind::Partition {
+                nodes: nodes.clone(),
+                shape: PartitionShape::RandomHalves { seed: 9 },
+                one_way: true,
+                duration_ms: 5,
+            },
+            FaultKind::Latency {
+                nodes: nodes.clone(),
+                delay_ms: 50,
+                jitter_ms: 10,
+                duration_ms: 5,
+            },
+            FaultKind::Loss {
+                nodes,
+                rate: 0.25,
+                duration_ms: 5,
+            },
+            FaultKind::Clock {
+                node: "ring-3".into(),
+                offset_us: -1_500,
+                drift_ppm: 200,
+                duration_ms: None,
+            },
+            FaultKind::Disk {
+                node: "ring-1".into(),
+                disk: DiskFault::TornWrite { keep_bytes: 3 },
+                duration_ms: 5,
+            },
+        ];
+        let faults: Vec<Fault> = kinds
+            .into_iter()
+            .map(|kind| Fault { at_ms: 1, kind })
+            .collect();
+        let schedule = Schedule::new(faults);
+        let json = serde_json::to_string(&schedule).unwrap();
+        assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), schedule);
     }
 }

@@ -427,6 +427,12 @@ async fn nemesis(
                 handle.restart(node.as_str());
                 recorder.fault(format!("restart {node}"));
             }
+            // TODO(nemesis-vocabulary): pause, partition, latency, loss, clock and disk faults
+            // are described by chat-faults but not applied yet; the report says so.
+            other if !heal => {
+                recorder.fault(format!("not applied: {other:?}"));
+            }
+            _ => {}
         }
     }
 }
