@@ -7,11 +7,12 @@
 //! `sent`, `acked`, `failed`, `timed_out`), `reads` (the same for history reads),
 //! `deliveries`, `availability` (share of operations that succeeded) with
 //! `availability_objective`, `latency_ms` (`p50`, `p99`, `max` send-to-deliver, or null with no
-//! deliveries), `schedule` (the fault schedule) and `faults` (faults as applied).
+//! deliveries), `schedule` (the fault schedule), `profile` (the swarm profile it was drawn
+//! from, or null) and `faults` (faults as applied).
 
 use std::collections::BTreeMap;
 
-use chat_faults::Schedule;
+use chat_faults::{Profile, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::{check_all, CheckClass, CheckResult, CHECKS};
@@ -74,6 +75,8 @@ pub struct RunInfo {
     pub wall_seconds: f64,
     /// The fault schedule.
     pub schedule: Schedule,
+    /// The swarm profile the schedule was drawn from, if it was drawn.
+    pub profile: Option<Profile>,
     /// The share of operations that must succeed.
     pub availability_objective: f64,
     /// The command that replays this run.
@@ -126,6 +129,8 @@ pub struct Report {
     pub latency_ms: Option<LatencyMs>,
     /// The schedule.
     pub schedule: Schedule,
+    /// The swarm profile, if the schedule was drawn from one.
+    pub profile: Option<Profile>,
     /// Faults as applied.
     pub faults: Vec<AppliedFault>,
 }
@@ -239,6 +244,7 @@ impl Report {
             availability_objective: info.availability_objective,
             latency_ms: latency(history),
             schedule: info.schedule,
+            profile: info.profile,
             faults: history.faults.clone(),
         }
     }
@@ -339,6 +345,7 @@ mod tests {
             sim_seconds: 60.0,
             wall_seconds: 2.0,
             schedule: Schedule::default(),
+            profile: None,
             availability_objective: 0.9999,
             replay_command: "cargo chatsim run --seed 7".into(),
             harness_checks: BTreeMap::new(),

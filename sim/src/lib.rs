@@ -2,6 +2,8 @@
 //! the runner that builds a cluster on madsim hosts, applies faults and collects the history.
 
 pub mod client;
+#[cfg(madsim)]
+pub mod nemesis;
 pub mod recorder;
 #[cfg(madsim)]
 pub mod ringsim;

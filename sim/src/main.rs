@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             seed,
             scenario,
             out,
-        } => run(seed, &scenario, out),
+        } => run(seed, &scenario.resolve(seed), out),
     }
 }
 
@@ -119,6 +119,10 @@ mod sim {
             scenario.name, scenario.description
         );
         println!("chatsim schedule {schedule}");
+        if let Some(profile) = &scenario.profile {
+            let profile = serde_json::to_string(profile).map_err(|e| e.to_string())?;
+            println!("chatsim profile {profile}");
+        }
 
         // 1. Simulate; a panic anywhere in the cluster is a crash of the run.
         let output = match catch_unwind(AssertUnwindSafe(|| runner::run(seed, scenario))) {
@@ -144,6 +148,7 @@ mod sim {
             sim_seconds: output.sim_seconds,
             wall_seconds: output.wall_seconds,
             schedule: scenario.schedule.clone(),
+            profile: scenario.profile.clone(),
             availability_objective: scenario.availability_objective,
             replay_command: replay,
             harness_checks: output.harness_checks(),

@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_faults::{FaultKind, Schedule};
 use chat_reports::checks::CheckResult;
 use chat_reports::history::History;
 use chat_system::cluster::Topology;
@@ -24,6 +23,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::client::UserClient;
+use crate::nemesis::Nemesis;
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
 
@@ -328,7 +328,14 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     });
 
     // 4. The faults; then, with everything healed, repair and compare every replica.
-    nemesis(&handle, &scenario.schedule, &env.disks, &recorder, start).await;
+    let nemesis = Nemesis {
+        handle: &handle,
+        disks: &env.disks,
+        clocks: &env.clocks,
+        recorder: &recorder,
+        start,
+    };
+    nemesis.run(&scenario.schedule).await;
     let check_at = scenario
         .duration_ms
         .saturating_sub(CONVERGENCE_BEFORE_END_MS);
@@ -387,52 +394,4 @@ async fn converge(ring: &[SocketAddr]) -> CheckResult {
         ));
     }
     result
-}
-
-/// Applies `schedule` in time order through madsim and the disks.
-async fn nemesis(
-    handle: &Handle,
-    schedule: &Schedule,
-    disks: &BTreeMap<String, SimDisk>,
-    recorder: &Recorder,
-    start: Instant,
-) {
-    // Each fault becomes its actions (start, and heal if any), applied in time order; ties keep
-    // the schedule's order.
-    let mut actions: Vec<(u64, usize, bool)> = Vec::new();
-    for (index, fault) in schedule.faults.iter().enumerate() {
-        actions.push((fault.at_ms, index, false));
-        if let Some(heal_ms) = fault.heal_ms() {
-            actions.push((heal_ms, index, true));
-        }
-    }
-    actions.sort();
-
-    for (at_ms, index, heal) in actions {
-        tokio::time::sleep_until(runtime_instant(start + Duration::from_millis(at_ms))).await;
-        let fault = &schedule.faults[index];
-        match &fault.kind {
-            FaultKind::Crash { node, .. } if !heal => {
-                handle.kill(node.as_str());
-                let loss = disks
-                    .get(node)
-                    .map(|disk| disk.crash(None))
-                    .unwrap_or_default();
-                recorder.fault(format!(
-                    "crash {node} (unsynced writes lost: {}, bytes: {})",
-                    loss.writes_dropped, loss.bytes_dropped
-                ));
-            }
-            FaultKind::Crash { node, .. } => {
-                handle.restart(node.as_str());
-                recorder.fault(format!("restart {node}"));
-            }
-            // TODO(nemesis-vocabulary): pause, partition, latency, loss, clock and disk faults
-            // are described by chat-faults but not applied yet; the report says so.
-            other if !heal => {
-                recorder.fault(format!("not applied: {other:?}"));
-            }
-            _ => {}
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! Built-in scenarios: the cluster's shape, the workload's shape and the fault schedule.
 
-use chat_faults::{Fault, FaultKind, Schedule};
+use chat_faults::{Fault, FaultKind, Profile, Roles, Schedule, Swarm};
 use chat_system::ring::engine::EngineConfig;
 use chat_system::ring::node::engine_config;
 
@@ -37,16 +37,23 @@ pub struct Scenario {
     pub schedule: Schedule,
     /// The ring nodes' storage engine (sync mode, gc grace).
     pub ring_engine: EngineConfig,
+    /// For a swarm scenario: the profile its schedule was drawn from, once resolved.
+    pub profile: Option<Profile>,
 }
 
 /// The names of every built-in scenario.
-pub const SCENARIO_NAMES: [&str; 1] = ["smoke"];
+pub const SCENARIO_NAMES: [&str; 2] = ["smoke", "swarm"];
+
+/// When swarm faults may start and by when they heal: after the sessions are up, and before
+/// the workload ends, so the quiet period and the final reads see the healed cluster.
+const SWARM_FAULTS_FROM_MS: u64 = 5_000;
 
 impl Scenario {
     /// The built-in scenario called `name`.
     pub fn by_name(name: &str) -> Option<Scenario> {
         match name {
             "smoke" => Some(Self::smoke()),
+            "swarm" => Some(Self::swarm_template()),
             _ => None,
         }
     }
@@ -68,6 +75,7 @@ impl Scenario {
             request_timeout_ms: 10_000,
             availability_objective: 0.9999,
             ring_engine: engine_config(),
+            profile: None,
             schedule: Schedule::new(vec![Fault {
                 at_ms: 20_000,
                 kind: FaultKind::Crash {
@@ -76,6 +84,48 @@ impl Scenario {
                 },
             }]),
         }
+    }
+}
+
+impl Scenario {
+    /// smoke's cluster and workload under faults drawn from the seed (see [`Scenario::resolve`]).
+    fn swarm_template() -> Scenario {
+        Scenario {
+            name: "swarm",
+            description: "smoke's cluster and workload, under a fault schedule drawn from the seed",
+            schedule: Schedule::default(),
+            ..Self::smoke()
+        }
+    }
+
+    /// The scenario as run with `seed`: a swarm draws its profile and schedule from the seed
+    /// (the same seed, the same faults); the others are fixed.
+    pub fn resolve(mut self, seed: u64) -> Scenario {
+        if self.name == "swarm" {
+            let end_ms = self.workload_end_ms.saturating_sub(SWARM_FAULTS_FROM_MS);
+            // The client host runs the workload and keeps the history; faults are for the
+            // cluster.
+            let mut roles = Roles::simulator();
+            roles.others.retain(|node| node != "client");
+            let swarm = Swarm::new(seed, SWARM_FAULTS_FROM_MS, end_ms, roles);
+
+            // TODO(role-failover): single-node roles have no standby yet, so a crash that
+            // never restarts would end the run's service for good; those restart at the end
+            // of the fault window instead.
+            let mut schedule = swarm.schedule();
+            for fault in &mut schedule.faults {
+                if let FaultKind::Crash {
+                    restart_after_ms: restart @ None,
+                    ..
+                } = &mut fault.kind
+                {
+                    *restart = Some(end_ms.saturating_sub(fault.at_ms).max(1));
+                }
+            }
+            self.schedule = schedule;
+            self.profile = Some(swarm.profile);
+        }
+        self
     }
 }
 
@@ -97,5 +147,19 @@ mod tests {
             );
         }
         assert!(Scenario::by_name("nope").is_none());
+    }
+
+    #[test]
+    fn a_swarm_draws_the_same_faults_from_the_same_seed_and_heals_in_time() {
+        let swarm = |seed| Scenario::by_name("swarm").unwrap().resolve(seed);
+        assert_eq!(swarm(7).schedule, swarm(7).schedule);
+        assert_eq!(swarm(7).profile, swarm(7).profile);
+        assert_ne!(swarm(7).schedule, swarm(8).schedule);
+        for seed in 0..50 {
+            let scenario = swarm(seed);
+            for fault in &scenario.schedule.faults {
+                assert!(fault.at_ms >= SWARM_FAULTS_FROM_MS, "{fault:?}");
+            }
+        }
     }
 }
