@@ -29,7 +29,9 @@ const FINAL_PAGE: usize = 100;
 /// The page size of a recent-history read.
 const RECENT_PAGE: usize = 50;
 const BACKOFF_MS_MIN: u64 = 500;
-const BACKOFF_MS_MAX: u64 = 30_000;
+/// Reconnect backoff doubles from the minimum up to this cap (then ±50% jitter), so a client
+/// is back within seconds of a gateway returning.
+const BACKOFF_MS_MAX: u64 = 5_000;
 
 /// One simulated user.
 #[derive(Clone)]

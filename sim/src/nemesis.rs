@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_faults::{grudge, DiskFault, Fault, FaultKind, Schedule};
@@ -37,6 +39,8 @@ pub struct Nemesis<'a> {
     pub clocks: &'a BTreeMap<String, NodeClock>,
     /// Where applied faults are recorded.
     pub recorder: &'a Recorder,
+    /// Per node, set when the node stopped itself (a ring node whose disk failed).
+    pub stopped: &'a BTreeMap<String, Arc<AtomicBool>>,
     /// The start of the run.
     pub start: Instant,
 }
@@ -65,6 +69,22 @@ impl Nemesis<'_> {
             };
             self.recorder.fault(action);
         }
+    }
+
+    /// After the schedule: restarts every node that stopped itself (a ring node whose disk
+    /// failed), as an operator would, and puts the network back to its defaults.
+    pub fn heal_all(&self) {
+        for (node, stopped) in self.stopped {
+            if stopped.swap(false, Ordering::Relaxed) {
+                self.handle.restart(node.as_str());
+                self.recorder
+                    .fault(format!("restart {node} (it had stopped)"));
+            }
+        }
+        NetSim::current().update_config(|c| {
+            c.send_latency = LATENCY_DEFAULT;
+            c.packet_loss_rate = 0.0;
+        });
     }
 
     fn node_id(&self, name: &str) -> Option<madsim::task::NodeId> {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -167,6 +168,8 @@ async fn listen(addr: SocketAddr) -> TcpListener {
 struct NodeEnv {
     disks: BTreeMap<String, SimDisk>,
     clocks: BTreeMap<String, NodeClock>,
+    /// Set by a node that stopped itself, for the harness to restart it.
+    stopped: BTreeMap<String, Arc<AtomicBool>>,
 }
 
 impl NodeEnv {
@@ -176,6 +179,10 @@ impl NodeEnv {
 
     fn clock(&mut self, node: &str) -> NodeClock {
         self.clocks.entry(node.to_string()).or_default().clone()
+    }
+
+    fn stopped(&mut self, node: &str) -> Arc<AtomicBool> {
+        self.stopped.entry(node.to_string()).or_default().clone()
     }
 }
 
@@ -263,17 +270,23 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     for index in 0..topology.ring.len() {
         let name = format!("ring-{}", index + 1);
         let (topology, disk, clock) = (topology.clone(), env.disk(&name), env.clock(&name));
+        let name_for_init = name.clone();
+        let stopped = env.stopped(&name);
         let engine = scenario.ring_engine;
         let addr = topology.ring[index];
         host(&handle, &name, addr.ip(), move || {
+            let name = &name_for_init;
             let disk = Arc::new(disk.clone()) as Arc<dyn Disk>;
             let mut config = topology.ring_config(index, disk, clock.clone());
             config.engine = engine;
+            let (name, stopped) = (name.clone(), stopped.clone());
             async move {
                 if let Err(error) = ring::node::run(listen(addr).await, config).await {
-                    // A node whose disk failed stops, as the process would; a restart
-                    // fault revives it.
+                    // A node whose disk failed stops, as its process would: killed, with
+                    // its connections, until the harness heals it.
                     tracing::warn!(%addr, %error, "ring_node_stopped");
+                    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Handle::current().kill(name.as_str());
                 }
             }
         });
@@ -333,9 +346,13 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         disks: &env.disks,
         clocks: &env.clocks,
         recorder: &recorder,
+        stopped: &env.stopped,
         start,
     };
     nemesis.run(&scenario.schedule).await;
+    let healed_at = runtime_instant(start + Duration::from_millis(scenario.workload_end_ms));
+    tokio::time::sleep_until(healed_at).await;
+    nemesis.heal_all();
     let check_at = scenario
         .duration_ms
         .saturating_sub(CONVERGENCE_BEFORE_END_MS);

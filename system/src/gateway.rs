@@ -64,7 +64,10 @@ pub mod op {
 pub struct GatewayEvent {
     /// The guild.
     pub guild_id: u64,
-    /// The guild's own sequence number for its events, from 1.
+    /// The incarnation of the guild process that ordered it (its start time in µs): a guild
+    /// that restarts counts its events from 1 again, in a higher epoch.
+    pub guild_epoch: u64,
+    /// The guild's own sequence number for its events in that epoch, from 1.
     pub guild_seq: u64,
     /// The dispatch name (`t`), e.g. MESSAGE_CREATE.
     pub name: String,
@@ -106,8 +109,8 @@ pub struct GatewayConfig {
 struct Hub {
     /// Per guild: the sessions that receive its events.
     sessions: BTreeMap<u64, BTreeMap<u64, mpsc::Sender<Arc<GatewayEvent>>>>,
-    /// Per guild: the last guild sequence number delivered.
-    last_guild_seq: BTreeMap<u64, u64>,
+    /// Per guild: the last (epoch, sequence number) delivered.
+    last_guild_seq: BTreeMap<u64, (u64, u64)>,
     next_session: u64,
 }
 
@@ -125,15 +128,17 @@ impl Gateway {
         let mut hub = self.hub();
         let mut overflowed = Vec::new();
         for event in events {
+            // A resent batch repeats what was delivered; a restarted guild starts a new epoch.
+            let position = (event.guild_epoch, event.guild_seq);
             let last = hub
                 .last_guild_seq
                 .get(&event.guild_id)
                 .copied()
-                .unwrap_or(0);
-            if event.guild_seq <= last {
+                .unwrap_or((0, 0));
+            if position <= last {
                 continue;
             }
-            hub.last_guild_seq.insert(event.guild_id, event.guild_seq);
+            hub.last_guild_seq.insert(event.guild_id, position);
             let event = Arc::new(event);
             let Some(sessions) = hub.sessions.get(&event.guild_id) else {
                 continue;
@@ -475,5 +480,47 @@ async fn serve_session(
             }
             () = tokio::time::sleep_until(deadline) => return Close(4009, "session timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::Directory;
+
+    fn event(epoch: u64, seq: u64) -> GatewayEvent {
+        GatewayEvent {
+            guild_id: 1,
+            guild_epoch: epoch,
+            guild_seq: seq,
+            name: "MESSAGE_CREATE".into(),
+            data: json!({"seq": seq}),
+        }
+    }
+
+    #[test]
+    fn a_resent_batch_is_dropped_and_a_restarted_guild_is_heard() {
+        let config = GatewayConfig {
+            directory: Arc::new(Directory::default()),
+            heartbeat_interval_ms: 1000,
+            resume_gateway_url: String::new(),
+            node_index: 0,
+        };
+        let gateway = Gateway {
+            config,
+            hub: Mutex::new(Hub::default()),
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        gateway.hub().sessions.entry(1).or_default().insert(7, tx);
+
+        // Epoch 5 sends 1, 2; resends 2; then the guild restarts (epoch 9) and counts from 1.
+        gateway.dispatch(vec![event(5, 1), event(5, 2)]);
+        gateway.dispatch(vec![event(5, 2)]);
+        gateway.dispatch(vec![event(9, 1)]);
+        let mut got = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            got.push((event.guild_epoch, event.guild_seq));
+        }
+        assert_eq!(got, vec![(5, 1), (5, 2), (9, 1)]);
     }
 }

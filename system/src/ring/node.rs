@@ -164,6 +164,8 @@ pub(super) struct RingNode {
     pub(super) layout: Arc<RingLayout>,
     pub(super) engine: Arc<Mutex<Engine>>,
     pub(super) durable: DurableWatch,
+    /// Signalled when the engine fails a write: the node must stop serving.
+    pub(super) storage_failed: tokio::sync::Notify,
     pub(super) rpc: RpcClient,
     pub(super) clock: NodeClock,
     pub(super) hints: Mutex<HintStore>,
@@ -202,6 +204,7 @@ pub fn open(config: RingNodeConfig) -> std::io::Result<OpenRingNode> {
         layout: config.layout,
         engine: Arc::new(Mutex::new(engine)),
         durable,
+        storage_failed: tokio::sync::Notify::new(),
         rpc: RpcClient::new(),
         clock: config.clock,
         hints: Mutex::new(hints),
@@ -225,17 +228,22 @@ impl OpenRingNode {
             let interval = std::time::Duration::from_millis(interval_ms);
             tokio::spawn(node.clone().repair_on_schedule(interval));
         }
-        let engine = node.engine.clone();
+        let (engine, watcher) = (node.engine.clone(), node.clone());
         let server = serve_rpc(listener, move |request: RingRequest| {
             let node = node.clone();
             async move { node.handle(request).await }
         });
 
-        // The server and the commit log's syncs live and die together; a failed sync stops
-        // the node (Cassandra's commit_failure_policy: stop).
+        // The server and the commit log's syncs live and die together; a failed sync or write
+        // stops the node (Cassandra's commit_failure_policy: stop): the caller's process, or
+        // the simulated node, ends, instead of serving reads while refusing every write.
         tokio::select! {
             biased;
             () = server => Ok(()),
+            () = watcher.storage_failed.notified() => {
+                tracing::warn!(%addr, "storage_failed_node_stops");
+                Err(std::io::Error::other("the storage engine failed; the node stops"))
+            }
             synced = run_sync(engine) => {
                 if let Err(error) = &synced {
                     tracing::warn!(%addr, %error, "commit_log_sync_failed");
@@ -316,6 +324,7 @@ impl RingNode {
             Ok(()) => RingResponse::Written,
             Err(error) => {
                 tracing::warn!(addr = %self.addr, %error, "replica_write_failed");
+                self.storage_failed.notify_one();
                 RingResponse::Failed(StoreError::Storage(error.to_string()))
             }
         }
