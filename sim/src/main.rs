@@ -29,6 +29,13 @@ enum Command {
         /// The scenario to run.
         #[arg(long, default_value = "smoke", value_parser = parse_scenario)]
         scenario: Box<Scenario>,
+        /// The quiet period in ms: faults are over and healed this long before the workload
+        /// ends, and the workload keeps going through it [default: the scenario's].
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=40_000))]
+        quiet_ms: Option<u64>,
+        /// A fault schedule file (TOML, or JSON if it ends in .json) replacing the scenario's.
+        #[arg(long, value_name = "FILE")]
+        schedule: Option<PathBuf>,
         /// Where to write report.json and trace.jsonl [default: target/chatsim/SCENARIO-SEED].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -60,9 +67,43 @@ fn main() -> ExitCode {
         Command::Run {
             seed,
             scenario,
+            schedule,
+            quiet_ms,
             out,
-        } => run(seed, &scenario.resolve(seed), out),
+        } => {
+            let mut scenario = *scenario;
+            if let Some(quiet_ms) = quiet_ms {
+                scenario.quiet_ms = quiet_ms;
+            }
+            let mut scenario = scenario.resolve(seed);
+            if let Some(path) = schedule {
+                match load_schedule(&path) {
+                    Ok(schedule) => {
+                        scenario.schedule = schedule;
+                        scenario.profile = None;
+                    }
+                    Err(message) => {
+                        eprintln!("chatsim: --schedule {}: {message}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            run(seed, &scenario, out)
+        }
     }
+}
+
+/// Reads and checks a schedule file against the simulator's node names.
+fn load_schedule(path: &std::path::Path) -> Result<chat_faults::Schedule, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let nodes = chat_faults::Roles::simulator().all();
+    let json = path.extension().is_some_and(|e| e == "json");
+    let parsed = if json {
+        chat_faults::parse_json(&text, Some(&nodes))
+    } else {
+        chat_faults::parse_toml(&text, Some(&nodes))
+    };
+    parsed.map_err(|error| error.to_string())
 }
 
 #[cfg(not(madsim))]

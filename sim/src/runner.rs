@@ -350,7 +350,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         start,
     };
     nemesis.run(&scenario.schedule).await;
-    let healed_at = runtime_instant(start + Duration::from_millis(scenario.workload_end_ms));
+    let healed_at = runtime_instant(start + Duration::from_millis(scenario.faults_end_ms()));
     tokio::time::sleep_until(healed_at).await;
     nemesis.heal_all();
     let check_at = scenario

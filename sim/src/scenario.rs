@@ -21,6 +21,9 @@ pub struct Scenario {
     pub duration_ms: u64,
     /// Clients stop sending and reading at this time.
     pub workload_end_ms: u64,
+    /// The quiet period before the workload ends: faults are over and healed by
+    /// `workload_end_ms - quiet_ms`, and the workload keeps going through it.
+    pub quiet_ms: u64,
     /// Clients page through every channel's full history at this time.
     pub final_read_ms: u64,
     /// Mean gap between one client's sends (exponentially distributed).
@@ -68,6 +71,7 @@ impl Scenario {
             channels_per_guild: 2,
             duration_ms: 60_000,
             workload_end_ms: 50_000,
+            quiet_ms: 10_000,
             final_read_ms: 54_000,
             send_gap_ms_mean: 3_000,
             read_gap_ms_mean: 5_000,
@@ -98,11 +102,16 @@ impl Scenario {
         }
     }
 
+    /// When every fault must be over and the cluster is healed: the start of the quiet period.
+    pub fn faults_end_ms(&self) -> u64 {
+        self.workload_end_ms.saturating_sub(self.quiet_ms)
+    }
+
     /// The scenario as run with `seed`: a swarm draws its profile and schedule from the seed
     /// (the same seed, the same faults); the others are fixed.
     pub fn resolve(mut self, seed: u64) -> Scenario {
         if self.name == "swarm" {
-            let end_ms = self.workload_end_ms.saturating_sub(SWARM_FAULTS_FROM_MS);
+            let end_ms = self.faults_end_ms();
             // The client host runs the workload and keeps the history; faults are for the
             // cluster.
             let mut roles = Roles::simulator();
@@ -142,7 +151,7 @@ mod tests {
             assert!(scenario.final_read_ms < scenario.duration_ms);
             let healed = scenario.schedule.all_healed_ms().unwrap_or(u64::MAX);
             assert!(
-                healed <= scenario.workload_end_ms,
+                healed <= scenario.faults_end_ms(),
                 "faults heal before the final reads"
             );
         }

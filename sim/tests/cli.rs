@@ -135,3 +135,24 @@ fn an_out_path_that_cannot_be_a_directory_is_refused_before_running() {
         "nothing ran"
     );
 }
+
+#[test]
+fn a_schedule_file_with_a_bad_field_is_refused_naming_the_field_and_line() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("faults.toml");
+    let text = "[[fault]]\nkind = \"crash\"\nnode = \"ring-1\"\nat_ms = 1000\n\n\
+                [[fault]]\nkind = \"pause\"\nnode = \"api\"\nat_ms = 2000\nduraton_ms = 5\n";
+    std::fs::write(&path, text).expect("write");
+    let output = chatsim(&[
+        "run",
+        "--seed",
+        "1",
+        "--schedule",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--schedule"), "{text}");
+    assert!(text.contains("line 10"), "{text}");
+    assert!(text.contains("duraton_ms"), "{text}");
+}
