@@ -10,8 +10,11 @@
 //! payload, 4003 not authenticated, 4004 authentication failed, 4005 already authenticated,
 //! 4009 session timed out, 4000 a send queue that overflowed (the client should resume).
 //!
-//! Guilds send events over RPC in batches; each event's per-guild sequence number lets the
-//! gateway drop a batch it has already taken when a guild resends it.
+//! Guilds send events over RPC in batches; each event's per-guild (epoch, sequence number)
+//! lets the gateway drop a batch it has already taken when a guild resends it. An event from a
+//! new epoch means the guild's process restarted and may have lost events it had queued: every
+//! session of that guild gets Invalid Session (op 9, `d: false`) and is closed, so its client
+//! identifies again and resyncs instead of living with a silent gap.
 //!
 //! TODO(gateway-resume): Resume (op 6), RESUMED, Invalid Session (op 9) and Reconnect (op 7)
 //! need the per-session replay buffer; today a dropped session must identify again.
@@ -51,6 +54,8 @@ pub mod op {
     pub const DISPATCH: u8 = 0;
     /// A heartbeat (either way).
     pub const HEARTBEAT: u8 = 1;
+    /// The session is invalid; `d` tells whether it may be resumed.
+    pub const INVALID_SESSION: u8 = 9;
     /// Start a session.
     pub const IDENTIFY: u8 = 2;
     /// The first payload, with the heartbeat interval.
@@ -105,10 +110,21 @@ pub struct GatewayConfig {
     pub node_index: u64,
 }
 
+/// What a session's queue carries.
+#[derive(Debug, Clone)]
+enum SessionEvent {
+    /// An event to dispatch.
+    Dispatch(Arc<GatewayEvent>),
+    /// The session may have missed events (its guild's process restarted and lost what it
+    /// had queued): tell the client its session is invalid, so it identifies again and
+    /// resyncs, instead of leaving it with a silent gap.
+    Invalidate,
+}
+
 #[derive(Default)]
 struct Hub {
     /// Per guild: the sessions that receive its events.
-    sessions: BTreeMap<u64, BTreeMap<u64, mpsc::Sender<Arc<GatewayEvent>>>>,
+    sessions: BTreeMap<u64, BTreeMap<u64, mpsc::Sender<SessionEvent>>>,
     /// Per guild: the last (epoch, sequence number) delivered.
     last_guild_seq: BTreeMap<u64, (u64, u64)>,
     next_session: u64,
@@ -126,7 +142,7 @@ impl Gateway {
 
     fn dispatch(&self, events: Vec<GatewayEvent>) -> GatewayResponse {
         let mut hub = self.hub();
-        let mut overflowed = Vec::new();
+        let mut cut_off = Vec::new();
         for event in events {
             // A resent batch repeats what was delivered; a restarted guild starts a new epoch.
             let position = (event.guild_epoch, event.guild_seq);
@@ -139,21 +155,34 @@ impl Gateway {
                 continue;
             }
             hub.last_guild_seq.insert(event.guild_id, position);
-            let event = Arc::new(event);
             let Some(sessions) = hub.sessions.get(&event.guild_id) else {
                 continue;
             };
+
+            // A new epoch after an old one: the old process may have lost queued events, so
+            // every session of the guild is invalidated rather than left with a gap.
+            let restarted = last.0 != 0 && event.guild_epoch > last.0;
+            let item = if restarted {
+                tracing::info!(
+                    guild_id = event.guild_id,
+                    "guild_restarted_sessions_invalidated"
+                );
+                SessionEvent::Invalidate
+            } else {
+                SessionEvent::Dispatch(Arc::new(event))
+            };
             for (&key, queue) in sessions {
-                if queue.try_send(event.clone()).is_err() {
-                    overflowed.push(key);
+                let sent = queue.try_send(item.clone());
+                if sent.is_err() || restarted {
+                    cut_off.push(key);
                 }
             }
         }
 
-        // A slow consumer is cut off, never buffered beyond its bound: dropping its last
-        // sender ends the session, which closes with a resumable code.
-        for key in overflowed {
-            tracing::warn!(session = key, "session_queue_overflow");
+        // A slow consumer is cut off, never buffered beyond its bound, and an invalidated
+        // session gets nothing more: dropping its last sender ends it.
+        for key in cut_off {
+            tracing::debug!(session = key, "session_cut_off");
             for sessions in hub.sessions.values_mut() {
                 sessions.remove(&key);
             }
@@ -399,7 +428,7 @@ async fn serve_session(
     ws: &mut Ws,
     user: &User,
     session_id: &str,
-    rx: &mut mpsc::Receiver<Arc<GatewayEvent>>,
+    rx: &mut mpsc::Receiver<SessionEvent>,
 ) -> Close {
     let directory = &gateway.config.directory;
     let interval_ms = gateway.config.heartbeat_interval_ms;
@@ -472,7 +501,15 @@ async fn serve_session(
                 }
             }
             event = rx.recv() => {
-                let Some(event) = event else { return Close(4000, "send queue overflowed") };
+                let event = match event {
+                    Some(SessionEvent::Dispatch(event)) => event,
+                    Some(SessionEvent::Invalidate) => {
+                        let invalid = json!({"op": op::INVALID_SESSION, "d": false, "s": null, "t": null});
+                        let _ = send_json(ws, &invalid).await;
+                        return Close(4000, "invalid session: its guild restarted");
+                    }
+                    None => return Close(4000, "send queue overflowed"),
+                };
                 let payload = dispatch(&event.name, event.data.clone());
                 if let Err(reason) = send_json(ws, &payload).await {
                     return reason;
@@ -499,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn a_resent_batch_is_dropped_and_a_restarted_guild_is_heard() {
+    fn a_resent_batch_is_dropped_and_a_restarted_guild_invalidates_its_sessions() {
         let config = GatewayConfig {
             directory: Arc::new(Directory::default()),
             heartbeat_interval_ms: 1000,
@@ -518,9 +555,20 @@ mod tests {
         gateway.dispatch(vec![event(5, 2)]);
         gateway.dispatch(vec![event(9, 1)]);
         let mut got = Vec::new();
-        while let Ok(event) = rx.try_recv() {
-            got.push((event.guild_epoch, event.guild_seq));
+        while let Ok(item) = rx.try_recv() {
+            got.push(match item {
+                SessionEvent::Dispatch(event) => {
+                    format!("{}.{}", event.guild_epoch, event.guild_seq)
+                }
+                SessionEvent::Invalidate => "invalidate".to_string(),
+            });
         }
-        assert_eq!(got, vec![(5, 1), (5, 2), (9, 1)]);
+        // The new epoch is heard (not dropped as a repeat) and invalidates the session, which
+        // may have missed what the old process had queued.
+        assert_eq!(got, vec!["5.1", "5.2", "invalidate"]);
+        assert!(
+            gateway.hub().sessions[&1].is_empty(),
+            "the session gets nothing more"
+        );
     }
 }
