@@ -71,9 +71,15 @@ fn main() -> ExitCode {
             quiet_ms,
             out,
         } => {
+            // The exact command that replays this run.
+            let mut replay = format!(
+                "cargo chatsim run --seed {seed} --scenario {}",
+                scenario.name
+            );
             let mut scenario = *scenario;
             if let Some(quiet_ms) = quiet_ms {
                 scenario.quiet_ms = quiet_ms;
+                replay.push_str(&format!(" --quiet-ms {quiet_ms}"));
             }
             let mut scenario = scenario.resolve(seed);
             if let Some(path) = schedule {
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
                     Ok(schedule) => {
                         scenario.schedule = schedule;
                         scenario.profile = None;
+                        replay.push_str(&format!(" --schedule {}", path.display()));
                     }
                     Err(message) => {
                         eprintln!("chatsim: --schedule {}: {message}", path.display());
@@ -88,9 +95,35 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            run(seed, &scenario, out)
+            if let Err(message) = fits_before_quiet(&scenario) {
+                eprintln!("chatsim: {message}");
+                return ExitCode::from(2);
+            }
+            run(seed, &scenario, &replay, out)
         }
     }
+}
+
+/// Every fault must be over by the start of the quiet period (a crash may stay permanent).
+fn fits_before_quiet(scenario: &Scenario) -> Result<(), String> {
+    let end_ms = scenario.faults_end_ms();
+    for (index, fault) in scenario.schedule.faults.iter().enumerate() {
+        let late = match fault.heal_ms() {
+            Some(heal_ms) => heal_ms > end_ms,
+            None => fault.at_ms > end_ms,
+        };
+        if late {
+            return Err(format!(
+                "fault {index} ({} at {} ms) does not end by {end_ms} ms, where the quiet \
+                 period of {} ms before the workload ends at {} ms begins (see --quiet-ms)",
+                fault.kind_name(),
+                fault.at_ms,
+                scenario.quiet_ms,
+                scenario.workload_end_ms
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads and checks a schedule file against the simulator's node names.
@@ -107,7 +140,7 @@ fn load_schedule(path: &std::path::Path) -> Result<chat_faults::Schedule, String
 }
 
 #[cfg(not(madsim))]
-fn run(_seed: u64, _scenario: &Scenario, _out: Option<PathBuf>) -> ExitCode {
+fn run(_seed: u64, _scenario: &Scenario, _replay: &str, _out: Option<PathBuf>) -> ExitCode {
     eprintln!(
         "chatsim: this binary was built without `--cfg madsim`, so it has no simulator. \
          Build and run it with `cargo chatsim run --seed N` (and leave RUSTFLAGS unset: it \
@@ -117,8 +150,8 @@ fn run(_seed: u64, _scenario: &Scenario, _out: Option<PathBuf>) -> ExitCode {
 }
 
 #[cfg(madsim)]
-fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> ExitCode {
-    match sim::run(seed, scenario, out) {
+fn run(seed: u64, scenario: &Scenario, replay: &str, out: Option<PathBuf>) -> ExitCode {
+    match sim::run(seed, scenario, replay.to_string(), out) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(message) => {
             eprintln!("chatsim: {message}");
@@ -136,7 +169,12 @@ mod sim {
     use chat_sim::runner;
     use chat_sim::scenario::Scenario;
 
-    pub fn run(seed: u64, scenario: &Scenario, out: Option<PathBuf>) -> Result<i32, String> {
+    pub fn run(
+        seed: u64,
+        scenario: &Scenario,
+        replay: String,
+        out: Option<PathBuf>,
+    ) -> Result<i32, String> {
         // 0. The output dir must be usable before any time is spent simulating.
         let dir = out.unwrap_or_else(|| {
             PathBuf::from("target")
@@ -150,10 +188,6 @@ mod sim {
             );
             return Ok(EXIT_USAGE);
         }
-        let replay = format!(
-            "cargo chatsim run --seed {seed} --scenario {}",
-            scenario.name
-        );
         let schedule = serde_json::to_string(&scenario.schedule).map_err(|e| e.to_string())?;
         println!(
             "chatsim seed {seed} scenario {} ({})",

@@ -7,8 +7,8 @@
 //! write). Every applied action is a trace event and appears in the report.
 //!
 //! Limits, as the simulator sets them: latency and loss apply to the whole network (madsim has
-//! one latency range and one loss rate), and overlapping latency or loss faults end when the
-//! first of them heals. TODO(disk-latency): slow syncs need an asynchronous disk API, so they
+//! one latency range and one loss rate); while several overlap, the network gets the worst of
+//! them. TODO(disk-latency): slow syncs need an asynchronous disk API, so they
 //! are recorded as not applied. Clock faults reach only nodes whose clock the harness owns.
 
 use std::collections::BTreeMap;
@@ -41,8 +41,34 @@ pub struct Nemesis<'a> {
     pub recorder: &'a Recorder,
     /// Per node, set when the node stopped itself (a ring node whose disk failed).
     pub stopped: &'a BTreeMap<String, Arc<AtomicBool>>,
+    /// The latency and loss faults in force, by schedule index: the network gets the worst
+    /// of them, so one healing does not cancel another that overlaps it.
+    pub network: std::cell::RefCell<ActiveNetwork>,
     /// The start of the run.
     pub start: Instant,
+}
+
+/// Latency (delay, jitter) and loss faults in force, by schedule index.
+#[derive(Debug, Default)]
+pub struct ActiveNetwork {
+    latency: BTreeMap<usize, (u64, u64)>,
+    loss: BTreeMap<usize, f64>,
+}
+
+impl ActiveNetwork {
+    /// Sets the simulated network to the worst of what is in force (the defaults if nothing).
+    fn apply(&self) -> String {
+        let delay_ms = self.latency.values().map(|(d, _)| *d).max().unwrap_or(0);
+        let jitter_ms = self.latency.values().map(|(_, j)| *j).max().unwrap_or(0);
+        let rate = self.loss.values().copied().fold(0.0, f64::max);
+        let low = LATENCY_DEFAULT.start + Duration::from_millis(delay_ms);
+        let high = LATENCY_DEFAULT.end + Duration::from_millis(delay_ms + jitter_ms);
+        NetSim::current().update_config(|c| {
+            c.send_latency = low..high;
+            c.packet_loss_rate = rate;
+        });
+        format!("network now: latency {low:?}..{high:?}, loss {rate} (on every link)")
+    }
 }
 
 impl Nemesis<'_> {
@@ -62,10 +88,44 @@ impl Nemesis<'_> {
             let at = runtime_instant(self.start + Duration::from_millis(at_ms));
             tokio::time::sleep_until(at).await;
             let fault = &schedule.faults[index];
-            let action = if start {
-                self.begin(schedule, fault)
-            } else {
-                self.heal(fault)
+            let action = match &fault.kind {
+                FaultKind::Latency {
+                    delay_ms,
+                    jitter_ms,
+                    ..
+                } => {
+                    let mut network = self.network.borrow_mut();
+                    if start {
+                        network.latency.insert(index, (*delay_ms, *jitter_ms));
+                    } else {
+                        network.latency.remove(&index);
+                    }
+                    let verb = if start {
+                        "latency fault"
+                    } else {
+                        "latency fault healed"
+                    };
+                    format!("{verb} {index}; {}", network.apply())
+                }
+                FaultKind::Loss { rate, .. } => {
+                    let mut network = self.network.borrow_mut();
+                    if start {
+                        network.loss.insert(index, *rate);
+                    } else {
+                        network.loss.remove(&index);
+                    }
+                    let verb = if start {
+                        "loss fault"
+                    } else {
+                        "loss fault healed"
+                    };
+                    format!(
+                        "{verb} {index} (TCP stalls and retransmits); {}",
+                        network.apply()
+                    )
+                }
+                _ if start => self.begin(schedule, fault),
+                _ => self.heal(fault),
             };
             self.recorder.fault(action);
         }
@@ -81,10 +141,9 @@ impl Nemesis<'_> {
                     .fault(format!("restart {node} (it had stopped)"));
             }
         }
-        NetSim::current().update_config(|c| {
-            c.send_latency = LATENCY_DEFAULT;
-            c.packet_loss_rate = 0.0;
-        });
+        let mut network = self.network.borrow_mut();
+        *network = ActiveNetwork::default();
+        network.apply();
     }
 
     fn node_id(&self, name: &str) -> Option<madsim::task::NodeId> {
@@ -108,20 +167,7 @@ impl Nemesis<'_> {
                 let cut = self.links(&grudge(shape, *one_way, nodes), true);
                 format!("partition {shape:?} one_way={one_way}: {cut} links cut")
             }
-            FaultKind::Latency {
-                delay_ms,
-                jitter_ms,
-                ..
-            } => {
-                let low = LATENCY_DEFAULT.start + Duration::from_millis(*delay_ms);
-                let high = low + Duration::from_millis(*jitter_ms) + Duration::from_millis(9);
-                NetSim::current().update_config(|c| c.send_latency = low..high);
-                format!("latency {low:?}..{high:?} on every link (the simulator has one range)")
-            }
-            FaultKind::Loss { rate, .. } => {
-                NetSim::current().update_config(|c| c.packet_loss_rate = *rate);
-                format!("loss {rate} on every link (TCP stalls and retransmits)")
-            }
+            FaultKind::Latency { .. } | FaultKind::Loss { .. } => String::new(),
             FaultKind::Clock {
                 node,
                 offset_us,
@@ -159,14 +205,7 @@ impl Nemesis<'_> {
                 let mended = self.links(&grudge(shape, *one_way, nodes), false);
                 format!("heal partition {shape:?}: {mended} links restored")
             }
-            FaultKind::Latency { .. } => {
-                NetSim::current().update_config(|c| c.send_latency = LATENCY_DEFAULT);
-                "latency back to the default".to_string()
-            }
-            FaultKind::Loss { .. } => {
-                NetSim::current().update_config(|c| c.packet_loss_rate = 0.0);
-                "loss back to 0".to_string()
-            }
+            FaultKind::Latency { .. } | FaultKind::Loss { .. } => String::new(),
             FaultKind::Clock { node, .. } => match self.clocks.get(node) {
                 Some(clock) => {
                     clock.set_drift_ppm(0);

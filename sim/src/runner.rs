@@ -156,12 +156,22 @@ fn topology() -> Topology {
     }
 }
 
+/// Binds `addr`, retrying for a while: a restarted node's old listener is released only when
+/// madsim drops the killed task that held it.
 async fn listen(addr: SocketAddr) -> TcpListener {
-    match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(error) => panic!("simulated bind of {addr} failed: {error}"),
+    let mut last_error = None;
+    for _ in 0..BIND_ATTEMPTS {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let error = last_error.map_or("no attempt".to_string(), |e| e.to_string());
+    panic!("simulated bind of {addr} failed after {BIND_ATTEMPTS} attempts: {error}")
 }
+
+const BIND_ATTEMPTS: u32 = 50;
 
 /// The per-node environment the harness owns: each node's disk and clock.
 #[derive(Default)]
@@ -280,6 +290,8 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
             let mut config = topology.ring_config(index, disk, clock.clone());
             config.engine = engine;
             let (name, stopped) = (name.clone(), stopped.clone());
+            // This incarnation runs; only its own failure marks the node stopped.
+            stopped.store(false, std::sync::atomic::Ordering::Relaxed);
             async move {
                 if let Err(error) = ring::node::run(listen(addr).await, config).await {
                     // A node whose disk failed stops, as its process would: killed, with
@@ -347,6 +359,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         clocks: &env.clocks,
         recorder: &recorder,
         stopped: &env.stopped,
+        network: std::cell::RefCell::default(),
         start,
     };
     nemesis.run(&scenario.schedule).await;
