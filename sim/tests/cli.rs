@@ -156,3 +156,15 @@ fn a_schedule_file_with_a_bad_field_is_refused_naming_the_field_and_line() {
     assert!(text.contains("line 10"), "{text}");
     assert!(text.contains("duraton_ms"), "{text}");
 }
+
+#[test]
+fn a_quiet_period_that_faults_run_into_is_refused() {
+    // smoke crashes ring-1 until 40 s; a 40 s quiet period before 50 s starts at 10 s.
+    let output = chatsim(&["run", "--seed", "1", "--quiet-ms", "40000"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("fault 0 (crash at 20000 ms) does not end by 10000 ms"),
+        "{text}"
+    );
+}

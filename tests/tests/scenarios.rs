@@ -338,3 +338,42 @@ fn a_pause_longer_than_the_heartbeat_timeout_closes_sessions_which_come_back() {
     assert_eq!(checks::sessions(history).violations, 0);
     assert_eq!(checks::sequence(history).violations, 0);
 }
+
+#[test]
+fn a_ring_node_stopped_by_its_disk_then_crashed_and_restarted_comes_back_once() {
+    // ring-2's syncs fail, so it stops itself; later a crash and restart bring it back, and
+    // the harness must not restart that new incarnation again (it would bind twice).
+    let mut scenario = Scenario::smoke();
+    let fail = FaultKind::Disk {
+        node: "ring-2".into(),
+        disk: chat_faults::DiskFault::FailSync,
+        duration_ms: 1_555,
+    };
+    let crash = FaultKind::Crash {
+        node: "ring-2".into(),
+        restart_after_ms: Some(3_049),
+    };
+    scenario.schedule = Schedule::new(vec![
+        Fault {
+            at_ms: 6_670,
+            kind: fail,
+        },
+        Fault {
+            at_ms: 30_608,
+            kind: crash,
+        },
+    ]);
+    let output = runner::run(1, &scenario);
+    let restarts = output
+        .history
+        .faults
+        .iter()
+        .filter(|f| f.action.starts_with("restart ring-2"));
+    assert_eq!(restarts.count(), 1, "{:?}", output.history.faults);
+    assert_eq!(
+        output.convergence.violations, 0,
+        "{:?}",
+        output.convergence.examples
+    );
+    assert_eq!(checks::durability(&output.history).violations, 0);
+}
