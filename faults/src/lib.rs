@@ -264,7 +264,10 @@ mod tests {
         let json = serde_json::to_string(&schedule).unwrap();
         assert_eq!(
             json,
-            r#"{"faults":[{"at_ms":20000,"kind":"crash","node":"ring-1","restart_after_ms":20000}]}"#
+            concat!(
+                r#"{"faults":[{"at_ms":20000,"kind":"crash","node":"ring-1","#,
+                r#""restart_after_ms":20000}]}"#
+            )
         );
         assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), schedule);
     }

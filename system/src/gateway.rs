@@ -504,7 +504,8 @@ async fn serve_session(
                 let event = match event {
                     Some(SessionEvent::Dispatch(event)) => event,
                     Some(SessionEvent::Invalidate) => {
-                        let invalid = json!({"op": op::INVALID_SESSION, "d": false, "s": null, "t": null});
+                        let invalid =
+                            json!({"op": op::INVALID_SESSION, "d": false, "s": null, "t": null});
                         let _ = send_json(ws, &invalid).await;
                         return Close(4000, "invalid session: its guild restarted");
                     }
