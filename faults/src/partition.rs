@@ -12,7 +12,8 @@
 //! - majorities ring: with `m` = ⌊n/2⌋ + 1, node `i` receives only from the `m` consecutive
 //!   ring positions `i - ⌊m/2⌋ ..= i + (m - 1 - ⌊m/2⌋)` (mod n), so every node
 //!   sees a majority and no two see the same one. For 5 nodes each sees itself and one
-//!   neighbour on each side. For an even `n` the window is lopsided, so the cut is not symmetric (as in Jepsen);
+//!   neighbour on each side. For an even `n` the window is lopsided, so the cut is not
+//!   symmetric (as in Jepsen);
 //! - bridge: the node at index ⌊n/2⌋ is the bridge, the nodes before it one side and the nodes
 //!   after it the other; the sides cannot reach each other, the bridge reaches both.
 //!
