@@ -165,7 +165,7 @@ mod sim {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::path::PathBuf;
 
-    use chat_reports::report::{trace_hash, Report, RunInfo, EXIT_CRASH, EXIT_USAGE};
+    use chat_reports::report::{EXIT_CRASH, EXIT_USAGE};
     use chat_sim::runner;
     use chat_sim::scenario::Scenario;
 
@@ -215,20 +215,7 @@ mod sim {
         };
 
         // 2. Check and report.
-        let info = RunInfo {
-            seed,
-            scenario: scenario.name.to_string(),
-            trace_hash: trace_hash(&output.trace),
-            events: output.events,
-            sim_seconds: output.sim_seconds,
-            wall_seconds: output.wall_seconds,
-            schedule: scenario.schedule.clone(),
-            profile: scenario.profile.clone(),
-            availability_objective: scenario.availability_objective,
-            replay_command: replay,
-            harness_checks: output.harness_checks(),
-        };
-        let report = Report::build(info, &output.history);
+        let report = output.report(seed, scenario, replay);
         print!("{}", report.summary());
 
         // 3. Write the report and the trace.

@@ -221,3 +221,25 @@ pub async fn merkle_root(addr: SocketAddr) -> Option<u128> {
         _ => None,
     }
 }
+
+/// Runs `body` in a fresh simulation seeded with `seed`, on a thread of its own (std seeds
+/// hash keys once per thread, so a simulation sharing a thread would not replay); a panic in
+/// the simulation is passed on.
+pub fn simulate<F, Fut>(seed: u64, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the thread is outside the simulation"
+    )]
+    let thread = std::thread::spawn(move || {
+        let runtime =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        runtime.block_on(body());
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}

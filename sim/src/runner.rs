@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_reports::checks::CheckResult;
 use chat_reports::history::History;
+use chat_reports::report::{trace_hash, Report, RunInfo};
 use chat_system::cluster::Topology;
 use chat_system::directory::{Directory, DirectoryShape};
 use chat_system::env::clock::NodeClock;
@@ -48,6 +49,25 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
+    /// Checks this run of `scenario` with `seed` and builds its report; `replay` is the
+    /// command that replays it.
+    pub fn report(&self, seed: u64, scenario: &Scenario, replay: String) -> Report {
+        let info = RunInfo {
+            seed,
+            scenario: scenario.name.to_string(),
+            trace_hash: trace_hash(&self.trace),
+            events: self.events,
+            sim_seconds: self.sim_seconds,
+            wall_seconds: self.wall_seconds,
+            schedule: scenario.schedule.clone(),
+            profile: scenario.profile.clone(),
+            availability_objective: scenario.availability_objective,
+            replay_command: replay,
+            harness_checks: self.harness_checks(),
+        };
+        Report::build(info, &self.history)
+    }
+
     /// The checks the harness made itself, by name, for the report.
     pub fn harness_checks(&self) -> BTreeMap<String, CheckResult> {
         let invariants = CheckResult {

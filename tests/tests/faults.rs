@@ -2,36 +2,14 @@
 //! the ring, read back over the network.
 #![cfg(madsim)]
 
-use std::future::Future;
 use std::time::Duration;
 
-use chat_sim::ringsim::{RingCluster, RingShape};
+use chat_sim::ringsim::{simulate, RingCluster, RingShape};
 use chat_system::env::clock::NodeClock;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::ring::client::HistoryQuery;
 use chat_system::ring::{Consistency, StoreError};
-use madsim::runtime::Runtime;
-
-/// Runs `body` in a fresh simulation seeded with `seed`, on its own thread.
-fn simulate<F, Fut>(seed: u64, body: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    // A fresh thread per simulation, outside any simulation (std seeds hash keys per thread).
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the thread is outside the simulation"
-    )]
-    let thread = std::thread::spawn(move || {
-        let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        runtime.block_on(body());
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 fn message(channel_id: u64, message_id: u64, content: &str) -> StoredMessage {
     StoredMessage {

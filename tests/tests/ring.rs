@@ -3,39 +3,17 @@
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::Duration;
 
-use chat_sim::ringsim::{merkle_root, repair, replica_rows, RingCluster, RingShape};
+use chat_sim::ringsim::{merkle_root, repair, replica_rows, simulate, RingCluster, RingShape};
 use chat_system::env::clock::NodeClock;
 use chat_system::ids::{self, SnowflakeGenerator};
 use chat_system::model::StoredMessage;
 use chat_system::ring::client::{HistoryQuery, StoreClient};
 use chat_system::ring::engine::{EngineConfig, SyncMode};
 use chat_system::ring::{bucket_of, Consistency, PartitionQuery, StoreError};
-use madsim::runtime::Runtime;
 
 const CHANNELS: u64 = 4;
-
-/// Runs `body` in a fresh simulation seeded with `seed`, on its own thread.
-fn simulate<F, Fut>(seed: u64, body: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    // A fresh thread per simulation, outside any simulation (std seeds hash keys per thread).
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the thread is outside the simulation"
-    )]
-    let thread = std::thread::spawn(move || {
-        let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        runtime.block_on(body());
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)

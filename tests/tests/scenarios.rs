@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chat_faults::{Fault, FaultKind, Schedule};
 use chat_reports::checks;
 use chat_reports::history::{History, OpKind, Outcome};
-use chat_reports::report::{self, Report, RunInfo};
+use chat_reports::report::{self, Report};
 use chat_sim::runner;
 use chat_sim::scenario::Scenario;
 use chat_system::ring::engine::{EngineConfig, SyncMode};
@@ -178,20 +178,7 @@ fn two_crashed_replicas_fail_quorum_writes_and_the_objective_check_says_so() {
         "sends during the double crash must fail"
     );
 
-    let info = RunInfo {
-        seed: 4,
-        scenario: "double-crash".into(),
-        trace_hash: report::trace_hash(&output.trace),
-        events: output.events,
-        sim_seconds: output.sim_seconds,
-        wall_seconds: output.wall_seconds,
-        schedule: scenario.schedule.clone(),
-        profile: scenario.profile.clone(),
-        availability_objective: scenario.availability_objective,
-        replay_command: String::new(),
-        harness_checks: output.harness_checks(),
-    };
-    let report = Report::build(info, &output.history);
+    let report = output.report(4, &scenario, String::new());
     assert!(report.checks["availability"].violations > 0);
     assert_eq!(
         report.exit_code,
@@ -233,20 +220,7 @@ fn crash_every_ring_node(seed: u64, sync: SyncMode) -> Report {
         ..EngineConfig::default()
     };
     let output = runner::run(seed, &scenario);
-    let info = RunInfo {
-        seed,
-        scenario: "all-ring-crash".into(),
-        trace_hash: report::trace_hash(&output.trace),
-        events: output.events,
-        sim_seconds: output.sim_seconds,
-        wall_seconds: output.wall_seconds,
-        schedule: scenario.schedule.clone(),
-        profile: scenario.profile.clone(),
-        availability_objective: scenario.availability_objective,
-        replay_command: String::new(),
-        harness_checks: output.harness_checks(),
-    };
-    Report::build(info, &output.history)
+    output.report(seed, &scenario, String::new())
 }
 
 #[test]
