@@ -15,7 +15,7 @@ use chat_reports::checks::CheckResult;
 use chat_reports::history::History;
 use chat_reports::report::{trace_hash, Report, RunInfo};
 use chat_system::cluster::Topology;
-use chat_system::directory::{Directory, DirectoryShape};
+use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, SimDisk};
 use chat_system::net::runtime_instant;
@@ -292,7 +292,10 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         channels_per_guild: scenario.channels_per_guild,
         created_unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX) - 60_000,
     };
+    // Every node starts from this directory and keeps its own copy (a fresh one per
+    // incarnation), so nothing reaches a node except over the simulated network.
     let directory = Arc::new(Directory::generate(&shape));
+    let copy = |d: &Arc<Directory>| SharedDirectory::new(Directory::clone(d));
 
     // 2. The roles, one host each. Disks and clocks belong to the harness, so they outlive a
     //    node's crash and faults can reach them.
@@ -325,7 +328,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     }
     let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("guild"));
     host(&handle, "guild", topology.guild.ip(), move || {
-        let config = t.guild_config(d.clone(), clock.clone());
+        let config = t.guild_config(copy(&d), clock.clone());
         let addr = t.guild;
         async move { guild::run(listen(addr).await, config).await }
     });
@@ -335,13 +338,13 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         scenario.heartbeat_interval_ms,
     );
     host(&handle, "gateway", topology.gateway_http.ip(), move || {
-        let config = t.gateway_config(d.clone(), beat);
+        let config = t.gateway_config(copy(&d), beat);
         let (http, rpc) = (t.gateway_http, t.gateway_rpc);
         async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
     });
     let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("api"));
     host(&handle, "api", topology.api.ip(), move || {
-        let config = t.api_config(d.clone(), clock.clone());
+        let config = t.api_config(copy(&d), clock.clone());
         let addr = t.api;
         async move { api::run(listen(addr).await, config).await }
     });

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::directory::{Directory, User};
+use crate::directory::{SharedDirectory, User};
 use crate::guild::{GuildRequest, GuildResponse};
 use crate::model::MessageView;
 use crate::ring::client::{HistoryQuery, StoreClient};
@@ -40,7 +40,7 @@ const GUILD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct ApiConfig {
     /// Who exists.
-    pub directory: Arc<Directory>,
+    pub directory: SharedDirectory,
     /// The ring, for history reads.
     pub store: StoreClient,
     /// The guild role's RPC address.
@@ -131,7 +131,7 @@ async fn gateway(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
 }
 
 impl Api {
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&User, ApiError> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError> {
         let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
         let value = headers.get("authorization").ok_or_else(unauthorized)?;
         let value = value.to_str().map_err(|_| unauthorized())?;
@@ -141,7 +141,9 @@ impl Api {
             .ok_or_else(unauthorized)?;
         self.config
             .directory
+            .read()
             .user_by_token(token)
+            .cloned()
             .ok_or_else(unauthorized)
     }
 
@@ -149,11 +151,8 @@ impl Api {
     fn authorize(&self, user: &User, channel_id: &str) -> Result<(u64, u64), ApiError> {
         let unknown = || ApiError::new(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
         let channel_id: u64 = channel_id.parse().map_err(|_| unknown())?;
-        let guild = self
-            .config
-            .directory
-            .guild_of_channel(channel_id)
-            .ok_or_else(unknown)?;
+        let directory = self.config.directory.read();
+        let guild = directory.guild_of_channel(channel_id).ok_or_else(unknown)?;
         if !guild.members.contains(&user.id) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -252,7 +251,7 @@ async fn create_message(
 ) -> Result<Json<MessageView>, ApiError> {
     // 1. Who, where, and what.
     let user = api.authenticate(&headers)?;
-    let (channel_id, _guild_id) = api.authorize(user, &channel_id)?;
+    let (channel_id, _guild_id) = api.authorize(&user, &channel_id)?;
     let body = json_body(&headers, body)?;
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
@@ -331,7 +330,7 @@ async fn history(
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MessageView>>, ApiError> {
     let user = api.authenticate(&headers)?;
-    let (channel_id, _guild_id) = api.authorize(user, &channel_id)?;
+    let (channel_id, _guild_id) = api.authorize(&user, &channel_id)?;
     let Query(params) = params.map_err(|e| ApiError::invalid_form("query", e.body_text()))?;
     let (before, limit) = parse_history(&params)?;
 
@@ -346,7 +345,7 @@ async fn history(
         .history(query)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    let directory = &api.config.directory;
+    let directory = api.config.directory.read();
     let views = messages
         .iter()
         .map(|m| MessageView::of(m, directory.username(m.author_id)));

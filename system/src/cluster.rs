@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
-use crate::directory::Directory;
+use crate::directory::SharedDirectory;
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::gateway::GatewayConfig;
@@ -71,7 +71,7 @@ impl Topology {
     }
 
     /// The API role's configuration.
-    pub fn api_config(&self, directory: Arc<Directory>, clock: NodeClock) -> ApiConfig {
+    pub fn api_config(&self, directory: SharedDirectory, clock: NodeClock) -> ApiConfig {
         ApiConfig {
             directory,
             store: self.store_client(clock),
@@ -81,7 +81,7 @@ impl Topology {
     }
 
     /// The guild role's configuration.
-    pub fn guild_config(&self, directory: Arc<Directory>, clock: NodeClock) -> GuildConfig {
+    pub fn guild_config(&self, directory: SharedDirectory, clock: NodeClock) -> GuildConfig {
         GuildConfig {
             directory,
             store: self.store_client(clock.clone()),
@@ -94,7 +94,7 @@ impl Topology {
     /// The gateway role's configuration.
     pub fn gateway_config(
         &self,
-        directory: Arc<Directory>,
+        directory: SharedDirectory,
         heartbeat_interval_ms: u64,
     ) -> GatewayConfig {
         GatewayConfig {

@@ -4,10 +4,13 @@
 //! minted at the directory's creation time, so every channel is older than its messages, as
 //! the history read across buckets relies on.
 //!
-//! TODO(accounts): guilds, channels and members are fixed at start; creating them over REST
-//! needs a replicated directory table in the ring.
+//! Each role holds its own [`SharedDirectory`]: one copy per node, shared by that node's tasks
+//! and changed in place when guilds, channels or members are created. Two nodes never share a
+//! copy (in the simulator each host gets its own), so a change reaches another node only over
+//! the network.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +56,33 @@ pub struct Directory {
     pub users: BTreeMap<u64, User>,
     /// Guilds by id.
     pub guilds: BTreeMap<u64, Guild>,
+}
+
+/// One node's copy of the directory, shared by its tasks. Guards are plain locks: copy what is
+/// needed out of them and never hold one across an `.await`.
+#[derive(Debug, Clone, Default)]
+pub struct SharedDirectory(Arc<RwLock<Directory>>);
+
+impl SharedDirectory {
+    /// A node's copy of `directory`.
+    pub fn new(directory: Directory) -> Self {
+        Self(Arc::new(RwLock::new(directory)))
+    }
+
+    /// Reads the directory; a panic of another holder does not poison it for the rest.
+    pub fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the directory.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the whole directory as it is now.
+    pub fn snapshot(&self) -> Directory {
+        self.read().clone()
+    }
 }
 
 /// How [`Directory::generate`] lays out a directory.

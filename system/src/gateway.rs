@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::directory::{Directory, User};
+use crate::directory::{Guild, SharedDirectory, User};
 use crate::rpc::serve_rpc;
 
 /// The largest payload a client may send.
@@ -101,7 +101,7 @@ pub enum GatewayResponse {
 #[derive(Clone)]
 pub struct GatewayConfig {
     /// Who exists.
-    pub directory: Arc<Directory>,
+    pub directory: SharedDirectory,
     /// The interval Hello announces, in ms.
     pub heartbeat_interval_ms: u64,
     /// The URL READY announces for resuming.
@@ -355,6 +355,7 @@ async fn run_session(gateway: Arc<Gateway>, mut ws: Ws) {
     let guild_ids: Vec<u64> = gateway
         .config
         .directory
+        .read()
         .guilds_of(user.id)
         .iter()
         .map(|g| g.id)
@@ -409,7 +410,8 @@ async fn await_identify(gateway: &Gateway, ws: &mut Ws, interval_ms: u64) -> Res
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 let token = token.strip_prefix("Bot ").unwrap_or(token);
-                return match gateway.config.directory.user_by_token(token) {
+                let directory = gateway.config.directory.read();
+                return match directory.user_by_token(token) {
                     Some(user) => Ok(user.clone()),
                     None => Err(Close(4004, "authentication failed")),
                 };
@@ -430,7 +432,6 @@ async fn serve_session(
     session_id: &str,
     rx: &mut mpsc::Receiver<SessionEvent>,
 ) -> Close {
-    let directory = &gateway.config.directory;
     let interval_ms = gateway.config.heartbeat_interval_ms;
     let mut seq: u64 = 0;
     let mut dispatch = |name: &str, data: Value| {
@@ -438,8 +439,11 @@ async fn serve_session(
         json!({"op": op::DISPATCH, "t": name, "s": seq, "d": data})
     };
 
-    // 1. READY, then the guilds.
-    let guilds = directory.guilds_of(user.id);
+    // 1. READY, then the guilds (copied out of the directory: no lock across an await).
+    let guilds: Vec<Guild> = {
+        let directory = gateway.config.directory.read();
+        directory.guilds_of(user.id).into_iter().cloned().collect()
+    };
     let ready = dispatch(
         "READY",
         json!({
@@ -524,7 +528,7 @@ async fn serve_session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::Directory;
+    use crate::directory::SharedDirectory;
 
     fn event(epoch: u64, seq: u64) -> GatewayEvent {
         GatewayEvent {
@@ -539,7 +543,7 @@ mod tests {
     #[test]
     fn a_resent_batch_is_dropped_and_a_restarted_guild_invalidates_its_sessions() {
         let config = GatewayConfig {
-            directory: Arc::new(Directory::default()),
+            directory: SharedDirectory::default(),
             heartbeat_interval_ms: 1000,
             resume_gateway_url: String::new(),
             node_index: 0,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::directory::Directory;
+use crate::directory::SharedDirectory;
 use crate::env::clock::NodeClock;
 use crate::gateway::{GatewayEvent, GatewayRequest, GatewayResponse};
 use crate::ids::SnowflakeGenerator;
@@ -69,7 +69,7 @@ pub enum GuildResponse {
 #[derive(Clone)]
 pub struct GuildConfig {
     /// Who exists.
-    pub directory: Arc<Directory>,
+    pub directory: SharedDirectory,
     /// The ring.
     pub store: StoreClient,
     /// Every gateway's dispatch (RPC) address.
@@ -85,7 +85,7 @@ struct GuildProcess {
 }
 
 struct GuildNode {
-    directory: Arc<Directory>,
+    directory: SharedDirectory,
     store: StoreClient,
     clock: NodeClock,
     ids: Mutex<SnowflakeGenerator>,
@@ -110,6 +110,7 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
     // 2. One process (lock plus sequence) per guild.
     let guilds = config
         .directory
+        .read()
         .guilds
         .keys()
         .map(|&id| (id, Mutex::new(GuildProcess { next_seq: 1 })))
@@ -159,10 +160,14 @@ impl GuildNode {
         content: String,
         nonce: Option<String>,
     ) -> GuildResponse {
-        let Some(guild) = self.directory.guild_of_channel(channel_id) else {
-            return GuildResponse::UnknownChannel;
+        let (guild_id, author_name) = {
+            let directory = self.directory.read();
+            let Some(guild) = directory.guild_of_channel(channel_id) else {
+                return GuildResponse::UnknownChannel;
+            };
+            (guild.id, directory.username(author_id).to_string())
         };
-        let Some(process) = self.guilds.get(&guild.id) else {
+        let Some(process) = self.guilds.get(&guild_id) else {
             return GuildResponse::UnknownChannel;
         };
 
@@ -172,7 +177,7 @@ impl GuildNode {
         let message = StoredMessage {
             channel_id,
             message_id,
-            guild_id: guild.id,
+            guild_id,
             author_id,
             content,
             nonce,
@@ -185,9 +190,9 @@ impl GuildNode {
         }
 
         // 3. Queue for every gateway, in the guild's order.
-        let view = MessageView::of(&message, self.directory.username(author_id));
+        let view = MessageView::of(&message, &author_name);
         let event = GatewayEvent {
-            guild_id: guild.id,
+            guild_id,
             guild_epoch: self.epoch,
             guild_seq: process.next_seq,
             name: "MESSAGE_CREATE".to_string(),
@@ -196,7 +201,7 @@ impl GuildNode {
         process.next_seq += 1;
         for queue in &self.fanout {
             if queue.send(event.clone()).await.is_err() {
-                tracing::error!(guild_id = guild.id, "fanout_queue_closed");
+                tracing::error!(guild_id, "fanout_queue_closed");
             }
         }
         GuildResponse::Created(message)

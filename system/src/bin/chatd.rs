@@ -33,7 +33,7 @@ mod real {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use chat_system::cluster::{Topology, HEARTBEAT_INTERVAL_MS_DEFAULT};
-    use chat_system::directory::{Directory, DirectoryShape};
+    use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
     use chat_system::env::clock::NodeClock;
     use chat_system::env::disk::{Disk, RealDisk};
     use chat_system::{api, gateway, guild, ring};
@@ -196,7 +196,8 @@ mod real {
         let data_dir = args.data_dir.canonicalize().map_err(|e| e.to_string())?;
         say!("chatd data_dir={}", data_dir.display());
         let _lock = lock_data_dir(&data_dir)?;
-        let directory = Arc::new(load_or_create_directory(&args, &data_dir)?);
+        let directory = load_or_create_directory(&args, &data_dir)?;
+        let shared = SharedDirectory::new(directory.clone());
 
         // 2. Bind every role first, so each knows the others' addresses.
         let (host, base) = (args.host, args.port_base);
@@ -239,15 +240,15 @@ mod real {
                 }
             });
         }
-        let guild_config = topology.guild_config(directory.clone(), NodeClock::new());
+        let guild_config = topology.guild_config(shared.clone(), NodeClock::new());
         tokio::spawn(guild::run(guild_listener, guild_config));
-        let gateway_config = topology.gateway_config(directory.clone(), args.heartbeat_interval_ms);
+        let gateway_config = topology.gateway_config(shared.clone(), args.heartbeat_interval_ms);
         tokio::spawn(gateway::run(
             gateway_listener,
             dispatch_listener,
             gateway_config,
         ));
-        let api_config = topology.api_config(directory.clone(), NodeClock::new());
+        let api_config = topology.api_config(shared.clone(), NodeClock::new());
         tokio::spawn(api::run(api_listener, api_config));
 
         // 4. Say where everything is, then wait for Ctrl-C.
