@@ -396,3 +396,59 @@ fn a_second_chatd_on_the_same_data_dir_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is in use by another chatd"), "{stderr}");
 }
+
+#[test]
+fn chatload_drives_every_user_and_counts_each_delivery() {
+    let chatd = Chatd::start();
+    let directory = chatd._data.path().join("directory.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_chatload"))
+        .args(["--api", &chatd.api.to_string()])
+        .args(["--gateway", &chatd.gateway.to_string()])
+        .arg("--directory")
+        .arg(&directory)
+        .args([
+            "--users",
+            "4",
+            "--rate",
+            "10",
+            "--duration-s",
+            "2",
+            "--quiet",
+        ])
+        .output()
+        .expect("chatload runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+
+    // 10 sends a second for 2 s; one guild of 4 members, each online once: 4 deliveries each.
+    assert!(
+        stdout.contains("sends            20 acked, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("deliveries       80 MESSAGE_CREATE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sessions lost 0"), "{stdout}");
+    assert!(stdout.contains("send-to-deliver  p50"), "{stdout}");
+
+    // A server that is not there is named.
+    let output = Command::new(env!("CARGO_BIN_EXE_chatload"))
+        .args([
+            "--api",
+            "127.0.0.1:9",
+            "--users",
+            "1",
+            "--quiet",
+            "--directory",
+        ])
+        .arg(&directory)
+        .output()
+        .expect("chatload runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the API at --api 127.0.0.1:9 does not answer"),
+        "{stderr}"
+    );
+}
