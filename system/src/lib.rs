@@ -12,6 +12,7 @@ pub mod env;
 pub mod gateway;
 pub mod guild;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod ring;

@@ -39,6 +39,7 @@ use super::repair::RepairReport;
 use super::{Consistency, Mutation, PartitionQuery, RangeTombstone, Row, Slice, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
+use crate::metrics;
 use crate::rpc::{serve_rpc, RpcClient};
 
 /// A request to a ring node.
@@ -263,7 +264,12 @@ impl RingNode {
     pub(super) async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
         match request {
             RingRequest::Write { row, consistency } => {
-                self.coordinate_write(Mutation::Row(row), consistency).await
+                let start = tokio::time::Instant::now();
+                let answer = self.coordinate_write(Mutation::Row(row), consistency).await;
+                metrics::registry()
+                    .store_write_seconds
+                    .observe(metrics::seconds_since(start));
+                answer
             }
             RingRequest::WriteRange {
                 tombstone,
@@ -273,7 +279,12 @@ impl RingNode {
                 self.coordinate_write(mutation, consistency).await
             }
             RingRequest::Read { query, consistency } => {
-                self.coordinate_read(query, consistency).await
+                let start = tokio::time::Instant::now();
+                let answer = self.coordinate_read(query, consistency).await;
+                metrics::registry()
+                    .store_read_seconds
+                    .observe(metrics::seconds_since(start));
+                answer
             }
             RingRequest::ReplicaWrite { row } => self.apply_local(Mutation::Row(row)).await,
             RingRequest::ReplicaWriteRange { tombstone } => {
