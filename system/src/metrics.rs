@@ -122,6 +122,21 @@ pub fn render() -> String {
 /// The content type Prometheus expects for [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// A router answering `GET /metrics` with [`render`]'s text.
+pub fn router() -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
+        }),
+    )
+}
+
+/// Serves [`router`] on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    crate::net::serve_http(listener, router()).await;
+}
+
 /// Seconds since `start`, for the histograms.
 pub fn seconds_since(start: tokio::time::Instant) -> f64 {
     start.elapsed().as_secs_f64()

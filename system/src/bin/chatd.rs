@@ -51,11 +51,11 @@ mod real {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
         /// First port: ring nodes at +1..+3, API at +10, gateway at +20 (dispatch +21), guild
-        /// at +30 (so at most 65505). 0 gives every role an ephemeral port.
+        /// at +30, metrics at +40 (so at most 65495). 0 gives every role an ephemeral port.
         #[arg(
             long,
             default_value_t = 7700,
-            value_parser = clap::value_parser!(u16).range(..=65505)
+            value_parser = clap::value_parser!(u16).range(..=65495)
         )]
         port_base: u16,
         /// Users in a newly generated directory (ignored when the data dir has one).
@@ -209,6 +209,9 @@ mod real {
         let gateway_listener = bind(host, base, 20, "gateway").await?;
         let dispatch_listener = bind(host, base, 21, "gateway dispatch").await?;
         let guild_listener = bind(host, base, 30, "guild").await?;
+        let metrics_listener = bind(host, base, 40, "metrics").await?;
+        let metrics_addr = local(&metrics_listener)?;
+        tokio::spawn(chat_system::metrics::serve(metrics_listener));
         let topology = Topology {
             ring: ring_listeners.iter().map(local).collect::<Result<_, _>>()?,
             api: local(&api_listener)?,
@@ -217,28 +220,38 @@ mod real {
             gateway_rpc: local(&dispatch_listener)?,
         };
 
-        // 3. Start the roles.
+        // 3. Start the roles. Ring nodes stop on the stop signal, flushing their memtables.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut ring_nodes = Vec::new();
         for (index, listener) in ring_listeners.into_iter().enumerate() {
             let dir = data_dir.join(format!("ring-{}", index + 1));
             let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
             let config = topology.ring_config(index, disk, NodeClock::new());
-            say!(
-                "chatd ring node {} at {} data {}",
-                index + 1,
-                config.addr,
-                dir.display()
-            );
+            let addr = config.addr;
             // Open (replay) before serving anything, so a damaged disk stops chatd before
             // it says it is ready.
             let node = ring::node::open(config).map_err(|e| {
                 format!("ring node {} cannot open {}: {e}", index + 1, dir.display())
             })?;
-            tokio::spawn(async move {
-                if let Err(error) = node.serve(listener).await {
-                    eprintln!("chatd: ring node {} failed: {error}", index + 1);
-                    std::process::exit(1);
+            say!(
+                "chatd ring node {} at {addr} data {} replayed {} rows",
+                index + 1,
+                dir.display(),
+                node.memtable_rows()
+            );
+            let mut stop = stop_rx.clone();
+            ring_nodes.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|&stop| stop).await;
+                };
+                match node.serve_until(listener, stopped).await {
+                    Ok(report) => report,
+                    Err(error) => {
+                        eprintln!("chatd: ring node {} failed: {error}", index + 1);
+                        std::process::exit(1);
+                    }
                 }
-            });
+            }));
         }
         let guild_config = topology.guild_config(shared.clone(), NodeClock::new());
         tokio::spawn(guild::run(guild_listener, guild_config));
@@ -279,11 +292,26 @@ mod real {
                 members.join(",")
             );
         }
+        say!("chatd metrics http://{metrics_addr}/metrics");
         say!("chatd ready");
         tokio::signal::ctrl_c()
             .await
             .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+
+        // 5. Stop: every ring node flushes its memtable, so a restart replays nothing.
         say!("chatd stopping");
+        let _ = stop_tx.send(true);
+        for (index, node) in ring_nodes.into_iter().enumerate() {
+            let report = node
+                .await
+                .map_err(|e| format!("ring node {} did not stop: {e}", index + 1))?;
+            say!(
+                "chatd ring node {} flushed {} rows",
+                index + 1,
+                report.rows_flushed
+            );
+        }
+        say!("chatd stopped");
         Ok(())
     }
 }
