@@ -138,7 +138,7 @@ fn restart() -> Close {
 fn keeps_session(code: u16) -> bool {
     match code {
         1000 | 1001 => false,
-        4000..=4999 => close::resumable(code),
+        4000..=4014 => close::resumable(code),
         _ => true,
     }
 }
@@ -182,6 +182,12 @@ impl Conn {
             Some(Err(WsError::Utf8(_))) => {
                 return Err(Close::new(close::DECODE_ERROR, "payload is not UTF-8"));
             }
+            Some(Err(WsError::Protocol(error))) => {
+                return Err(Close::new(
+                    1002,
+                    format!("websocket protocol error: {error}"),
+                ));
+            }
             Some(Err(error)) => return Err(Close::new(1006, format!("connection lost: {error}"))),
             None => return Err(Close::new(1006, "connection lost")),
         };
@@ -213,7 +219,11 @@ impl Conn {
                 }
             };
             match self.command(message).await? {
-                None | Some(Command::Ignored(_)) => {}
+                None => {}
+                Some(Command::Ignored(op)) => {
+                    let reason = format!("op {op} before identifying");
+                    return Err(Close::new(close::NOT_AUTHENTICATED, reason));
+                }
                 Some(Command::Heartbeat(_)) => self.heartbeat().await?,
                 Some(Command::Identify(identify)) => {
                     let attached = self.identify(identify)?;
