@@ -181,7 +181,10 @@ async fn identify(gateway: SocketAddr, token: &str) -> (Ws, Value) {
     assert_eq!(hello["d"]["heartbeat_interval"], 1000);
     send_json(
         &mut ws,
-        json!({"op": 2, "d": {"token": token, "intents": 33281, "properties": {}}}),
+        json!({"op": 2, "d": {
+            "token": token, "intents": 33281,
+            "properties": {"os": "linux", "browser": "test", "device": "test"},
+        }}),
     )
     .await;
     let ready = next_json(&mut ws).await;
@@ -310,7 +313,10 @@ async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
     assert_eq!(next_json(&mut ws).await["op"], 10);
     send_json(
         &mut ws,
-        json!({"op": 2, "d": {"token": "not-a-token", "properties": {}}}),
+        json!({"op": 2, "d": {
+            "token": "not-a-token", "intents": 513,
+            "properties": {"os": "linux", "browser": "test", "device": "test"},
+        }}),
     )
     .await;
     match tokio::time::timeout(TIMEOUT, ws.next())
