@@ -43,6 +43,8 @@ use tokio_tungstenite::WebSocketStream;
 use crate::directory::{Guild, SharedDirectory, User};
 use crate::rpc::serve_rpc;
 
+mod directory_events;
+
 /// The largest payload a client may send.
 pub const CLIENT_PAYLOAD_BYTES_MAX: usize = 4096;
 /// Events queued per session before it counts as a slow consumer.
@@ -125,6 +127,8 @@ enum SessionEvent {
 struct Hub {
     /// Per guild: the sessions that receive its events.
     sessions: BTreeMap<u64, BTreeMap<u64, mpsc::Sender<SessionEvent>>>,
+    /// Per user: their live sessions, for subscribing them to guilds they join.
+    by_user: BTreeMap<u64, BTreeMap<u64, mpsc::Sender<SessionEvent>>>,
     /// Per guild: the last (epoch, sequence number) delivered.
     last_guild_seq: BTreeMap<u64, (u64, u64)>,
     next_session: u64,
@@ -155,6 +159,7 @@ impl Gateway {
                 continue;
             }
             hub.last_guild_seq.insert(event.guild_id, position);
+            directory_events::apply(&self.config.directory, &mut hub, &event);
             let Some(sessions) = hub.sessions.get(&event.guild_id) else {
                 continue;
             };
@@ -184,6 +189,9 @@ impl Gateway {
         for key in cut_off {
             tracing::debug!(session = key, "session_cut_off");
             for sessions in hub.sessions.values_mut() {
+                sessions.remove(&key);
+            }
+            for sessions in hub.by_user.values_mut() {
                 sessions.remove(&key);
             }
         }
@@ -370,6 +378,10 @@ async fn run_session(gateway: Arc<Gateway>, mut ws: Ws) {
                 .or_default()
                 .insert(key, tx.clone());
         }
+        hub.by_user
+            .entry(user.id)
+            .or_default()
+            .insert(key, tx.clone());
         (key, session_id(gateway.config.node_index, key))
     };
     drop(tx);
@@ -379,10 +391,12 @@ async fn run_session(gateway: Arc<Gateway>, mut ws: Ws) {
     // 3. Unregister, then close.
     {
         let mut hub = gateway.hub();
-        for guild_id in &guild_ids {
-            if let Some(sessions) = hub.sessions.get_mut(guild_id) {
-                sessions.remove(&session_key);
-            }
+        // Every guild, not only those at start: the session may have joined more since.
+        for sessions in hub.sessions.values_mut() {
+            sessions.remove(&session_key);
+        }
+        if let Some(sessions) = hub.by_user.get_mut(&user.id) {
+            sessions.remove(&session_key);
         }
     }
     tracing::info!(user = user.id, %session_id, code = ended.0, reason = ended.1, "session_closed");
