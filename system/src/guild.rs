@@ -262,7 +262,7 @@ impl GuildNode {
                 return answer;
             }
         }
-        let (nonce, enforce_nonce) = nonce.map_or((None, false), |(n, e)| (Some(n), e));
+        let nonce = nonce.map(|(nonce, _enforced)| nonce);
         let message_id = self.ids.lock().await.next_id();
         let message = StoredMessage {
             channel_id,
@@ -277,14 +277,10 @@ impl GuildNode {
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
             tracing::warn!(channel_id, message_id, %error, "message_store_failed");
-            if enforce_nonce {
-                self.remember_nonce(&message, Some(&error));
-            }
+            self.remember_nonce(&message, Some(&error));
             return GuildResponse::Failed(error);
         }
-        if enforce_nonce {
-            self.remember_nonce(&message, None);
-        }
+        self.remember_nonce(&message, None);
 
         // 3. Queue for every gateway, in the guild's order.
         let view = MessageView::of(&message, &author_name);

@@ -159,8 +159,9 @@ impl GuildNode {
         }
     }
 
-    /// Remembers a send with an enforced nonce. A write that failed as unavailable wrote
-    /// nothing and is forgotten; one that may have applied is kept as unstored.
+    /// Remembers a send's nonce (enforced or not: a later enforced send with the same nonce
+    /// answers it, as Discord's does). A write that failed as unavailable wrote nothing and is
+    /// forgotten; one that may have applied is kept as unstored.
     pub(super) fn remember_nonce(&self, message: &StoredMessage, error: Option<&StoreError>) {
         if matches!(error, Some(StoreError::Unavailable { .. })) {
             return;

@@ -1,8 +1,10 @@
 //! The guild process's memory of recent sends' nonces, for `enforce_nonce`.
 //!
-//! A send with `enforce_nonce` is keyed by (channel, author, nonce). The guild process that
-//! orders the channel checks the key under the guild's lock before it mints an id, so two
-//! copies of one send can never both make a message, whichever API nodes they came through.
+//! Every send with a nonce is remembered under (channel, author, nonce); a send with
+//! `enforce_nonce` is checked against it. The guild process that orders the channel checks
+//! under the guild's lock, before it mints an id, so two copies of one enforced send can never
+//! both make a message, whichever API nodes they came through. A nonce sent again without
+//! `enforce_nonce` makes a new message, which later enforced sends then answer with.
 //! An entry lives [`NONCE_WINDOW_MS`] after its message's id was minted, and at most
 //! [`NONCE_ENTRIES_MAX`] entries are kept (the oldest go first).
 //!
