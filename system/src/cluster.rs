@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::ratelimit::RateLimits;
 use crate::api::ApiConfig;
 use crate::directory::SharedDirectory;
 use crate::env::clock::NodeClock;
@@ -74,9 +75,11 @@ impl Topology {
     pub fn api_config(&self, directory: SharedDirectory, clock: NodeClock) -> ApiConfig {
         ApiConfig {
             directory,
-            store: self.store_client(clock),
+            store: self.store_client(clock.clone()),
             guild: self.guild,
             gateway_url: self.gateway_url(),
+            clock,
+            rate_limits: RateLimits::default(),
         }
     }
 

@@ -10,6 +10,9 @@
 //! full queue makes senders wait (back-pressure). A batch that fails is sent again, and each
 //! event carries a per-guild sequence number so a gateway drops the copies it has already seen.
 //!
+//! Sends with `enforce_nonce`, edits, deletes and directory changes are ordered by the same
+//! lock; their handlers live in [`changes`], the nonce memory in [`nonce`].
+//!
 //! TODO(guild-ring): one guild node serves every guild; placing guilds on several nodes by a
 //! consistent-hash ring, and moving them when a node dies, comes with more guild nodes.
 
@@ -22,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::directory::SharedDirectory;
+use crate::directory::{ChangeRecord, SharedDirectory};
 use crate::env::clock::NodeClock;
 use crate::gateway::{GatewayEvent, GatewayRequest, GatewayResponse};
 use crate::ids::SnowflakeGenerator;
@@ -30,6 +33,9 @@ use crate::model::{MessageView, StoredMessage};
 use crate::ring::client::StoreClient;
 use crate::ring::StoreError;
 use crate::rpc::{serve_rpc, RpcClient};
+
+mod changes;
+pub mod nonce;
 
 /// Events queued per gateway before senders wait.
 pub const FANOUT_QUEUE_MAX: usize = 4_096;
@@ -51,6 +57,55 @@ pub enum GuildRequest {
         content: String,
         /// The client's nonce.
         nonce: Option<String>,
+        /// Whether a send with the same author and nonce in the channel within
+        /// [`nonce::NONCE_WINDOW_MS`] answers the first message instead of making another.
+        #[serde(default)]
+        enforce_nonce: bool,
+    },
+    /// Replace a message's content (the API checked membership; the guild checks authorship).
+    EditMessage {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Who asks; must be the author.
+        actor_id: u64,
+        /// The new text.
+        content: String,
+    },
+    /// Delete a message.
+    DeleteMessage {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Who asks; must be the author.
+        actor_id: u64,
+    },
+    /// Create a guild with one text channel, `general`, and its creator as owner and member.
+    CreateGuild {
+        /// The creator.
+        owner_id: u64,
+        /// The guild's name.
+        name: String,
+    },
+    /// Add a text channel to a guild (any member may).
+    CreateChannel {
+        /// The guild.
+        guild_id: u64,
+        /// Who asks; must be a member.
+        actor_id: u64,
+        /// The channel's name.
+        name: String,
+    },
+    /// Add a user to a guild (any member may add anyone).
+    AddMember {
+        /// The guild.
+        guild_id: u64,
+        /// Who asks; must be a member.
+        actor_id: u64,
+        /// Who joins.
+        user_id: u64,
     },
 }
 
@@ -63,6 +118,24 @@ pub enum GuildResponse {
     UnknownChannel,
     /// The store failed.
     Failed(StoreError),
+    /// The message was edited (the new version).
+    Updated(StoredMessage),
+    /// The message was deleted.
+    Deleted,
+    /// No such message in the channel.
+    UnknownMessage,
+    /// The actor is not the message's author.
+    NotAuthor,
+    /// No such guild.
+    UnknownGuild,
+    /// No such user.
+    UnknownUser,
+    /// The actor is not a member of the guild.
+    NotMember,
+    /// The directory changed.
+    Changed(ChangeRecord),
+    /// The directory already held the change (an existing member).
+    Unchanged,
 }
 
 /// The guild role's configuration.
@@ -91,6 +164,12 @@ struct GuildNode {
     ids: Mutex<SnowflakeGenerator>,
     guilds: BTreeMap<u64, Mutex<GuildProcess>>,
     fanout: Vec<mpsc::Sender<GatewayEvent>>,
+    /// Processes of the guilds created since this node started.
+    created: std::sync::Mutex<BTreeMap<u64, Arc<Mutex<GuildProcess>>>>,
+    /// Recent sends' nonces, for `enforce_nonce`.
+    nonces: std::sync::Mutex<nonce::NonceCache>,
+    /// This node's clock at start, in ms.
+    started_ms: i64,
     /// This incarnation's epoch: the node's clock at start, in µs.
     // TODO(guild-epoch): a clock stepped back across a restart could repeat an epoch; a
     // persisted counter would not.
@@ -124,11 +203,15 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
             0,
         )),
         epoch: config.clock.now_us().unsigned_abs(),
+        started_ms: config.clock.now_ms(),
+        created: std::sync::Mutex::default(),
+        nonces: std::sync::Mutex::default(),
         clock: config.clock,
         guilds,
         fanout,
     });
     tracing::info!(guilds = node.guilds.len(), "guild_node_started");
+    tokio::spawn(changes::catch_up_at_start(node.clone()));
 
     // 3. Serve.
     serve_rpc(listener, move |request: GuildRequest| {
@@ -146,10 +229,13 @@ impl GuildNode {
                 author_id,
                 content,
                 nonce,
+                enforce_nonce,
             } => {
+                let nonce = nonce.map(|nonce| (nonce, enforce_nonce));
                 self.create_message(channel_id, author_id, content, nonce)
                     .await
             }
+            other => self.handle_change(other).await,
         }
     }
 
@@ -158,21 +244,25 @@ impl GuildNode {
         channel_id: u64,
         author_id: u64,
         content: String,
-        nonce: Option<String>,
+        nonce: Option<(String, bool)>,
     ) -> GuildResponse {
-        let (guild_id, author_name) = {
-            let directory = self.directory.read();
-            let Some(guild) = directory.guild_of_channel(channel_id) else {
-                return GuildResponse::UnknownChannel;
-            };
-            (guild.id, directory.username(author_id).to_string())
+        let Some(guild_id) = self.guild_of_channel(channel_id).await else {
+            return GuildResponse::UnknownChannel;
         };
-        let Some(process) = self.guilds.get(&guild_id) else {
+        let author_name = self.directory.read().username(author_id).to_string();
+        let Some(mut process) = self.lock_process(guild_id).await else {
             return GuildResponse::UnknownChannel;
         };
 
-        // 1. The guild's order starts here: hold its lock until the event is queued.
-        let mut process = process.lock().await;
+        // 1. The guild's order starts here: hold its lock until the event is queued. A send
+        // whose nonce is enforced and was seen answers the first message.
+        if let Some((nonce, true)) = &nonce {
+            let key = (channel_id, author_id, nonce.clone());
+            if let Some(answer) = self.repeat_of(&mut process, &key, &author_name).await {
+                return answer;
+            }
+        }
+        let nonce = nonce.map(|(nonce, _enforced)| nonce);
         let message_id = self.ids.lock().await.next_id();
         let message = StoredMessage {
             channel_id,
@@ -181,13 +271,16 @@ impl GuildNode {
             author_id,
             content,
             nonce,
+            edited_ms: None,
         };
 
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
             tracing::warn!(channel_id, message_id, %error, "message_store_failed");
+            self.remember_nonce(&message, Some(&error));
             return GuildResponse::Failed(error);
         }
+        self.remember_nonce(&message, None);
 
         // 3. Queue for every gateway, in the guild's order.
         let view = MessageView::of(&message, &author_name);

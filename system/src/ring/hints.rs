@@ -231,6 +231,7 @@ mod tests {
             author_id: 1,
             content: "x".into(),
             nonce: None,
+            edited_ms: None,
         };
         Mutation::Row(Row {
             key: RowKey {
