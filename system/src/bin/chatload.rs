@@ -59,10 +59,18 @@ mod real {
         #[arg(long, default_value = "chatd-data/directory.json")]
         directory: PathBuf,
         /// Users to connect (the first N of the directory).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(
+            long,
+            default_value_t = 20,
+            value_parser = clap::value_parser!(u64).range(1..=10_000)
+        )]
         users: u64,
         /// Messages sent per second, over all users.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(
+            long,
+            default_value_t = 20,
+            value_parser = clap::value_parser!(u64).range(1..=10_000)
+        )]
         rate: u64,
         /// How long to send, in seconds.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
