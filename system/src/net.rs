@@ -133,6 +133,11 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router) {
                 continue;
             }
         };
+        // Small frames (gateway dispatches, short answers) go out at once, not after the
+        // peer's delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "http_nodelay_failed");
+        }
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let io = TokioIo::new(FlushIfDirty::new(stream));

@@ -319,6 +319,7 @@ impl Conn {
                 user_id: user.id,
                 token: identify.token,
                 intents: identify.intents,
+                shard: identify.shard,
                 guilds: guilds.iter().map(|g| g.id).collect::<BTreeSet<u64>>(),
                 ready,
                 guild_creates,
@@ -427,8 +428,8 @@ impl Conn {
     }
 }
 
-/// GUILD_CREATE's `d` for `guild`.
-fn guild_create(guild: &crate::directory::Guild) -> Value {
+/// GUILD_CREATE's `d` for `guild`, as Identify and a newly followed guild send it.
+pub fn guild_create(guild: &crate::directory::Guild) -> Value {
     let channels: Vec<Value> = guild
         .channels
         .iter()

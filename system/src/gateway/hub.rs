@@ -73,6 +73,7 @@ struct Session {
     user_id: u64,
     token: String,
     intents: u64,
+    shard: Option<(u64, u64)>,
     guilds: BTreeSet<u64>,
     seq: u64,
     replay: VecDeque<Frame>,
@@ -134,6 +135,8 @@ pub(crate) struct NewSession {
     pub user_id: u64,
     pub token: String,
     pub intents: u64,
+    /// `[shard_id, shard_count]`, if it identified with one.
+    pub shard: Option<(u64, u64)>,
     /// The guilds it follows (already cut to its shard).
     pub guilds: BTreeSet<u64>,
     /// READY's `d` without `session_id` (filled in here).
@@ -196,6 +199,7 @@ impl Hub {
             user_id: new.user_id,
             token: new.token,
             intents: new.intents,
+            shard: new.shard,
             guilds: new.guilds,
             seq: 0,
             replay: VecDeque::new(),
@@ -232,21 +236,42 @@ impl Hub {
         }
     }
 
-    /// Adds `guild_id` to every session of `user_id` that the guild's shard reaches (a member
-    /// who joined while connected); `in_shard` tells whether a session's shard takes it.
-    pub fn follow(&mut self, user_id: u64, guild_id: u64, in_shard: impl Fn(&str) -> bool) {
+    /// Makes every session of `user_id` whose shard takes `guild_id` follow it (a member who
+    /// joined while connected), sending GUILD_CREATE with `guild_create` to those with the
+    /// GUILDS intent; how many sessions now follow it.
+    pub fn follow(
+        &mut self,
+        user_id: u64,
+        guild_id: u64,
+        guild_create: &Value,
+        bounds: HubBounds,
+    ) -> usize {
         let Some(ids) = self.by_user.get(&user_id) else {
-            return;
+            return 0;
         };
-        for id in ids.iter().filter(|id| in_shard(id)) {
-            if let Some(session) = self.sessions.get_mut(id) {
-                session.guilds.insert(guild_id);
-                self.by_guild
-                    .entry(guild_id)
-                    .or_default()
-                    .insert(id.clone());
+        let d: Arc<str> = Arc::from(guild_create.to_string());
+        let name: Arc<str> = Arc::from(GUILD_CREATE);
+        let mut followed = 0;
+        for id in ids {
+            let Some(session) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            let in_shard = session
+                .shard
+                .is_none_or(|(shard, count)| super::protocol::shard_of(guild_id, count) == shard);
+            if !in_shard || !session.guilds.insert(guild_id) {
+                continue;
             }
+            self.by_guild
+                .entry(guild_id)
+                .or_default()
+                .insert(id.clone());
+            if session.intents & intents::GUILDS != 0 {
+                session.push(&name, &d, bounds);
+            }
+            followed += 1;
         }
+        followed
     }
 
     /// Resumes `session_id` from `seq` on a new connection, if the session and its buffer
@@ -507,6 +532,7 @@ mod tests {
             user_id,
             token: format!("token-{user_id}"),
             intents,
+            shard: None,
             guilds: BTreeSet::from([1]),
             ready: json!({}),
             guild_creates: vec![json!({"id": "1"})],
@@ -618,5 +644,41 @@ mod tests {
             d(&mut guilds_only).map(|f| f.0),
             Some("GUILD_CREATE".into())
         );
+    }
+
+    #[test]
+    fn a_member_who_joins_is_followed_by_the_sessions_whose_shard_takes_the_guild() {
+        let mut hub = Hub::default();
+        let mut unsharded = open(&mut hub, 7, ALL);
+        let mut other_shard = hub.open(
+            NewSession {
+                user_id: 7,
+                token: "token-7".into(),
+                intents: ALL,
+                shard: Some((1, 2)),
+                guilds: BTreeSet::new(),
+                ready: json!({}),
+                guild_creates: Vec::new(),
+            },
+            0,
+            BOUNDS,
+        );
+        // Guild 4 << 22 is on shard 0 of 2: only the unsharded session takes it.
+        let guild_id = 4 << 22;
+        let followed = hub.follow(7, guild_id, &json!({"id": guild_id.to_string()}), BOUNDS);
+        assert_eq!(followed, 1);
+        assert_eq!(
+            drain(&mut unsharded).last(),
+            Some(&(3, "GUILD_CREATE".to_string()))
+        );
+        assert_eq!(drain(&mut other_shard), vec![(1, "READY".to_string())]);
+        let mut event = event(1, 1);
+        event.guild_id = guild_id;
+        hub.dispatch(vec![event], BOUNDS);
+        assert_eq!(
+            drain(&mut unsharded),
+            vec![(4, "MESSAGE_CREATE".to_string())]
+        );
+        assert!(drain(&mut other_shard).is_empty());
     }
 }

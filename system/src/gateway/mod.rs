@@ -53,6 +53,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::directory::SharedDirectory;
 use crate::rpc::serve_rpc;
+pub use connection::guild_create;
 use hub::{Hub, HubBounds};
 pub use protocol::{close, intents, op, Close};
 
@@ -243,10 +244,14 @@ impl GatewayHandle {
         self.gateway.hub().live_count()
     }
 
-    /// Makes every session of `user_id` that `guild_id`'s shard reaches follow that guild
-    /// (a member who joined while connected).
-    pub fn follow_guild(&self, user_id: u64, guild_id: u64) {
-        self.gateway.hub().follow(user_id, guild_id, |_| true);
+    /// Makes every session of `user_id` whose shard takes `guild_id` follow that guild (a
+    /// member who joined while connected) and sends it GUILD_CREATE with `guild_create`;
+    /// how many sessions now follow it.
+    pub fn follow_guild(&self, user_id: u64, guild_id: u64, guild_create: &Value) -> usize {
+        let bounds = self.gateway.bounds();
+        self.gateway
+            .hub()
+            .follow(user_id, guild_id, guild_create, bounds)
     }
 }
 
