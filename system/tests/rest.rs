@@ -524,6 +524,42 @@ async fn history_pages_before_after_and_around() {
     let everything = old("limit=100".into()).await;
     assert_eq!(everything.len(), 8);
     assert_eq!(everything.first().map(String::as_str), Some("d5"));
+
+    // 3. 150 messages a second apart, 20 days ago, in guild 2's channel: an `after` page of
+    // 100 takes several full pages of its window; `around` splits 50 / 50.
+    let busy = cluster.channel(1, 0);
+    let start_ms = now_ms - 20 * day_ms;
+    let mut busy_ids = Vec::new();
+    for n in 0..150i64 {
+        let message = StoredMessage {
+            channel_id: busy,
+            message_id: ids::from_timestamp_ms(start_ms + n * 1000),
+            guild_id: cluster.guild(1),
+            author_id: cluster.user_id(2),
+            content: format!("b{n}"),
+            nonce: None,
+            edited_ms: None,
+        };
+        cluster
+            .store
+            .put(&message, start_ms * 1000)
+            .await
+            .expect("stored");
+        busy_ids.push(message.message_id);
+    }
+    let token_2 = cluster.token(2);
+    let busy_page = |query: String| history(api, &token_2, busy, query);
+    let expect = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        range.rev().map(|n| format!("b{n}")).collect()
+    };
+    let page = busy_page(format!("after={}&limit=100", busy_ids[0])).await;
+    assert_eq!(page, expect(1..=100));
+    let page = busy_page(format!("around={}&limit=100", busy_ids[60])).await;
+    assert_eq!(page, expect(11..=110));
+    let page = busy_page(format!("before={}&limit=100", busy_ids[120])).await;
+    assert_eq!(page, expect(20..=119));
+    let page = busy_page(format!("after={}&limit=100", busy_ids[100])).await;
+    assert_eq!(page, expect(101..=149));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
