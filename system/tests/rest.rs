@@ -896,11 +896,31 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     assert_eq!(made.body["guild_id"], guild_id.to_string());
     let second = made.id();
-    let listed = call(b, Method::GET, &path, &joiner, "").await;
-    assert_eq!(listed.body.as_array().map(Vec::len), Some(2));
     assert_eq!(send(a, &owner, second, "on a").await.status, StatusCode::OK);
     assert_eq!(next_event(&mut owner_ws).await["t"], "MESSAGE_CREATE");
     assert_eq!(next_event(&mut owner_ws).await["t"], "CHANNEL_CREATE");
+
+    // 5. A third channel through B: A's guild reads read the log, so A lists it at once.
+    let made = call(b, Method::POST, &path, &joiner, r#"{"name": "third"}"#).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let listed = call(a, Method::GET, &path, &owner, "").await;
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["general", "second", "third"]);
+    let seen = call(
+        a,
+        Method::GET,
+        &format!("/api/v10/guilds/{guild_id}"),
+        &owner,
+        "",
+    )
+    .await;
+    assert_eq!(seen.body["channels"].as_array().map(Vec::len), Some(3));
     let members = call(
         a,
         Method::GET,
@@ -911,12 +931,12 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
     .await;
     assert_eq!(members.body.as_array().map(Vec::len), Some(2));
 
-    // 5. The log holds it all: a fresh copy catches up to the same guild.
+    // 6. The log holds it all: a fresh copy catches up to the same guild.
     let fresh = SharedDirectory::new(cluster.directory.clone());
     let changed = directory::catch_up(&fresh, &cluster.store)
         .await
         .expect("the log reads");
-    assert_eq!(changed, 3, "guild, member, channel");
+    assert_eq!(changed, 4, "guild, member, two channels");
     let guild = fresh.read().guilds[&guild_id].clone();
     assert_eq!(guild.members.len(), 2);
     assert_eq!(
@@ -925,10 +945,10 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
             .iter()
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>(),
-        ["general", "second"]
+        ["general", "second", "third"]
     );
 
-    // 6. Unknown guilds and users are 404; a non-member's guild read is 403.
+    // 7. Unknown guilds and users are 404; a non-member's guild read is 403.
     let unknown = call(a, Method::GET, "/api/v10/guilds/424242", &owner, "").await;
     assert_eq!(
         (unknown.status, unknown.body["code"].clone()),

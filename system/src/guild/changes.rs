@@ -414,14 +414,22 @@ impl GuildNode {
         if !self.guild_known(guild_id).await {
             return GuildResponse::UnknownGuild;
         }
+        let started = self.directory.catch_ups_started();
         let Some(mut process) = self.lock_process(guild_id).await else {
             return GuildResponse::UnknownGuild;
         };
-        if !self.directory.read().guilds[&guild_id]
-            .members
-            .contains(&actor_id)
-        {
-            return GuildResponse::NotMember;
+        let is_member = |node: &Self, user_id: u64| {
+            let directory = node.directory.read();
+            let guild = directory.guilds.get(&guild_id);
+            guild.is_some_and(|g| g.members.contains(&user_id))
+        };
+        if !is_member(self, actor_id) {
+            // A change another node ordered (before this node took the guild over) may be
+            // missing here: read the log before refusing.
+            self.catch_up_after_miss(started).await;
+            if !is_member(self, actor_id) {
+                return GuildResponse::NotMember;
+            }
         }
         let id = self.ids.lock().await.next_id();
         let record = ChangeRecord {
@@ -430,9 +438,7 @@ impl GuildNode {
             change: change(id),
         };
         let already = match &record.change {
-            DirectoryChange::MemberAdded { user_id, .. } => self.directory.read().guilds[&guild_id]
-                .members
-                .contains(user_id),
+            DirectoryChange::MemberAdded { user_id, .. } => is_member(self, *user_id),
             _ => false,
         };
         if already {
