@@ -5,6 +5,7 @@
 #![cfg(not(madsim))]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +21,15 @@ use chat_system::guild;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::net::{http_request, FlushIfDirty, HttpError};
-use chat_system::ring;
 use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
+use chat_system::ring::{self, Consistency};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -975,4 +977,102 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
         (outsider.status, outsider.body["code"].clone()),
         (StatusCode::FORBIDDEN, json!(50001))
     );
+}
+
+/// Forwards both ways to `target`, but swallows the answers while `mute` is set: the writes
+/// arrive, their acknowledgements do not.
+async fn muting_proxy(target: SocketAddr, mute: Arc<AtomicBool>) -> SocketAddr {
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mute = mute.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.split();
+                let (mut from_server, mut to_server) = server.split();
+                let upstream = tokio::io::copy(&mut from_client, &mut to_server);
+                let downstream = async {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let read = from_server.read(&mut buffer).await.unwrap_or(0);
+                        if read == 0 {
+                            return;
+                        }
+                        if mute.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if to_client.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_duplicated() {
+    let cluster = Cluster::start(1, roomy()).await;
+    let (token, channel) = (cluster.token(1), cluster.channel(0, 0));
+    let mut ws = session(cluster.topology.gateway_http, "token-1", 2).await;
+
+    // 1. A guild node whose store acknowledgements can be muted, and an API node using it.
+    let mute = Arc::new(AtomicBool::new(false));
+    let mut proxies = Vec::new();
+    for &ring_node in &cluster.topology.ring {
+        proxies.push(muting_proxy(ring_node, mute.clone()).await);
+    }
+    let (listener, guild_addr) = listen().await;
+    let copy = || SharedDirectory::new(cluster.directory.clone());
+    let config = guild::GuildConfig {
+        store: StoreClient::new(proxies, Consistency::Quorum, NodeClock::new()),
+        ..cluster.topology.guild_config(copy(), NodeClock::new())
+    };
+    tokio::spawn(guild::run(listener, config));
+    let (listener, api) = listen().await;
+    let config = ApiConfig {
+        guild: guild_addr,
+        rate_limits: roomy(),
+        ..cluster.topology.api_config(copy(), NodeClock::new())
+    };
+    tokio::spawn(api::run(listener, config));
+
+    // 2. A first enforced send in the channel: the new process reads the channel's recent
+    // nonces once, while the store still answers.
+    let path = messages_path(channel);
+    let warm = json!({"content": "warm", "nonce": "n-0", "enforce_nonce": true}).to_string();
+    let warm = call(api, Method::POST, &path, &token, &warm).await;
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.body);
+    assert_eq!(next_event(&mut ws).await["d"]["content"], "warm");
+
+    // 3. The write reaches the replicas but no acknowledgement comes back: the send fails
+    // (the API gives up on the guild first), and nothing is delivered.
+    mute.store(true, Ordering::SeqCst);
+    let body = json!({"content": "lost ack", "nonce": "n-1", "enforce_nonce": true}).to_string();
+    let first = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(first.status, StatusCode::GATEWAY_TIMEOUT, "{}", first.body);
+    // Every coordinator's deadline passes (3 × 2.5 s) before the guild gives up.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stored = cluster.stored(channel).await;
+    assert_eq!(stored.len(), 2, "the write itself arrived: {stored:?}");
+
+    // 4. The retry writes the same row again, delivers it once, and answers it.
+    mute.store(false, Ordering::SeqCst);
+    let retry = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(
+        (retry.id(), retry.body["content"].clone()),
+        (stored[0].message_id, json!("lost ack"))
+    );
+    assert_eq!(cluster.stored(channel).await.len(), 2);
+    let created = next_event(&mut ws).await;
+    assert_eq!(created["t"], "MESSAGE_CREATE");
+    assert_eq!(created["d"]["id"], retry.id().to_string());
+    let again = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(again.id(), retry.id());
 }
