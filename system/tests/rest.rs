@@ -1076,3 +1076,99 @@ async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_du
     let again = call(api, Method::POST, &path, &token, &body).await;
     assert_eq!(again.id(), retry.id());
 }
+
+/// Starts `chatd` on `data_dir` with ephemeral ports; its API and gateway addresses once it
+/// says it is ready.
+fn start_chatd(data_dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args([
+            "--port-base",
+            "0",
+            "--users",
+            "4",
+            "--guilds",
+            "1",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chatd starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (mut api, mut gateway) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("chatd's stdout");
+        let address = |prefix: &str| -> Option<SocketAddr> {
+            line.strip_prefix(prefix)?.split('/').next()?.parse().ok()
+        };
+        api = api.or_else(|| address("chatd api http://"));
+        gateway = gateway.or_else(|| address("chatd gateway ws://"));
+        if line == "chatd ready" {
+            break;
+        }
+    }
+    let api = api.expect("the API address is printed");
+    (child, api, gateway.expect("the gateway address is printed"))
+}
+
+fn stop_chatd(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    assert!(child.wait().expect("chatd exits").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatd_knows_guilds_made_over_rest_after_a_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let token = "Bot token-1";
+
+    // 1. A guild with a second channel, made over REST.
+    let (child, api, _) = start_chatd(data.path());
+    let made = call(
+        api,
+        Method::POST,
+        "/api/v10/guilds",
+        token,
+        r#"{"name": "kept"}"#,
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let guild_id = made.id();
+    let path = format!("/api/v10/guilds/{guild_id}/channels");
+    let channel = call(api, Method::POST, &path, token, r#"{"name": "later"}"#).await;
+    assert_eq!(channel.status, StatusCode::CREATED, "{}", channel.body);
+    stop_chatd(child);
+
+    // 2. After a restart on the same data dir it is still there, and usable.
+    let (child, api, gateway) = start_chatd(data.path());
+    let seen = call(
+        api,
+        Method::GET,
+        &format!("/api/v10/guilds/{guild_id}"),
+        token,
+        "",
+    )
+    .await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    let names: Vec<&str> = seen.body["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["general", "later"]);
+    let sent = send(api, token, channel.id(), "after the restart").await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    let page = history(api, token, channel.id(), "limit=5".into()).await;
+    assert_eq!(page, ["after the restart"]);
+
+    // 3. A new session of the owner gets both guilds.
+    let mut ws = session(gateway, "token-1", 2).await;
+    ws.close(None).await.expect("closes");
+    stop_chatd(child);
+}
