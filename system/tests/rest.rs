@@ -5,6 +5,7 @@
 #![cfg(not(madsim))]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +21,15 @@ use chat_system::guild;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::net::{http_request, FlushIfDirty, HttpError};
-use chat_system::ring;
 use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
+use chat_system::ring::{self, Consistency};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -526,6 +528,42 @@ async fn history_pages_before_after_and_around() {
     let everything = old("limit=100".into()).await;
     assert_eq!(everything.len(), 8);
     assert_eq!(everything.first().map(String::as_str), Some("d5"));
+
+    // 3. 150 messages a second apart, 20 days ago, in guild 2's channel: an `after` page of
+    // 100 takes several full pages of its window; `around` splits 50 / 50.
+    let busy = cluster.channel(1, 0);
+    let start_ms = now_ms - 20 * day_ms;
+    let mut busy_ids = Vec::new();
+    for n in 0..150i64 {
+        let message = StoredMessage {
+            channel_id: busy,
+            message_id: ids::from_timestamp_ms(start_ms + n * 1000),
+            guild_id: cluster.guild(1),
+            author_id: cluster.user_id(2),
+            content: format!("b{n}"),
+            nonce: None,
+            edited_ms: None,
+        };
+        cluster
+            .store
+            .put(&message, start_ms * 1000)
+            .await
+            .expect("stored");
+        busy_ids.push(message.message_id);
+    }
+    let token_2 = cluster.token(2);
+    let busy_page = |query: String| history(api, &token_2, busy, query);
+    let expect = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        range.rev().map(|n| format!("b{n}")).collect()
+    };
+    let page = busy_page(format!("after={}&limit=100", busy_ids[0])).await;
+    assert_eq!(page, expect(1..=100));
+    let page = busy_page(format!("around={}&limit=100", busy_ids[60])).await;
+    assert_eq!(page, expect(11..=110));
+    let page = busy_page(format!("before={}&limit=100", busy_ids[120])).await;
+    assert_eq!(page, expect(20..=119));
+    let page = busy_page(format!("after={}&limit=100", busy_ids[100])).await;
+    assert_eq!(page, expect(101..=149));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -862,11 +900,31 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     assert_eq!(made.body["guild_id"], guild_id.to_string());
     let second = made.id();
-    let listed = call(b, Method::GET, &path, &joiner, "").await;
-    assert_eq!(listed.body.as_array().map(Vec::len), Some(2));
     assert_eq!(send(a, &owner, second, "on a").await.status, StatusCode::OK);
     assert_eq!(next_event(&mut owner_ws).await["t"], "MESSAGE_CREATE");
     assert_eq!(next_event(&mut owner_ws).await["t"], "CHANNEL_CREATE");
+
+    // 5. A third channel through B: A's guild reads read the log, so A lists it at once.
+    let made = call(b, Method::POST, &path, &joiner, r#"{"name": "third"}"#).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let listed = call(a, Method::GET, &path, &owner, "").await;
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["general", "second", "third"]);
+    let seen = call(
+        a,
+        Method::GET,
+        &format!("/api/v10/guilds/{guild_id}"),
+        &owner,
+        "",
+    )
+    .await;
+    assert_eq!(seen.body["channels"].as_array().map(Vec::len), Some(3));
     let members = call(
         a,
         Method::GET,
@@ -877,12 +935,12 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
     .await;
     assert_eq!(members.body.as_array().map(Vec::len), Some(2));
 
-    // 5. The log holds it all: a fresh copy catches up to the same guild.
+    // 6. The log holds it all: a fresh copy catches up to the same guild.
     let fresh = SharedDirectory::new(cluster.directory.clone());
     let changed = directory::catch_up(&fresh, &cluster.store)
         .await
         .expect("the log reads");
-    assert_eq!(changed, 3, "guild, member, channel");
+    assert_eq!(changed, 4, "guild, member, two channels");
     let guild = fresh.read().guilds[&guild_id].clone();
     assert_eq!(guild.members.len(), 2);
     assert_eq!(
@@ -891,10 +949,10 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
             .iter()
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>(),
-        ["general", "second"]
+        ["general", "second", "third"]
     );
 
-    // 6. Unknown guilds and users are 404; a non-member's guild read is 403.
+    // 7. Unknown guilds and users are 404; a non-member's guild read is 403.
     let unknown = call(a, Method::GET, "/api/v10/guilds/424242", &owner, "").await;
     assert_eq!(
         (unknown.status, unknown.body["code"].clone()),
@@ -921,4 +979,198 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
         (outsider.status, outsider.body["code"].clone()),
         (StatusCode::FORBIDDEN, json!(50001))
     );
+}
+
+/// Forwards both ways to `target`, but swallows the answers while `mute` is set: the writes
+/// arrive, their acknowledgements do not.
+async fn muting_proxy(target: SocketAddr, mute: Arc<AtomicBool>) -> SocketAddr {
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mute = mute.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.split();
+                let (mut from_server, mut to_server) = server.split();
+                let upstream = tokio::io::copy(&mut from_client, &mut to_server);
+                let downstream = async {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let read = from_server.read(&mut buffer).await.unwrap_or(0);
+                        if read == 0 {
+                            return;
+                        }
+                        if mute.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if to_client.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_duplicated() {
+    let cluster = Cluster::start(1, roomy()).await;
+    let (token, channel) = (cluster.token(1), cluster.channel(0, 0));
+    let mut ws = session(cluster.topology.gateway_http, "token-1", 2).await;
+
+    // 1. A guild node whose store acknowledgements can be muted, and an API node using it.
+    let mute = Arc::new(AtomicBool::new(false));
+    let mut proxies = Vec::new();
+    for &ring_node in &cluster.topology.ring {
+        proxies.push(muting_proxy(ring_node, mute.clone()).await);
+    }
+    let (listener, guild_addr) = listen().await;
+    let copy = || SharedDirectory::new(cluster.directory.clone());
+    let config = guild::GuildConfig {
+        store: StoreClient::new(proxies, Consistency::Quorum, NodeClock::new()),
+        ..cluster.topology.guild_config(copy(), NodeClock::new())
+    };
+    tokio::spawn(guild::run(listener, config));
+    let (listener, api) = listen().await;
+    let config = ApiConfig {
+        guild: guild_addr,
+        rate_limits: roomy(),
+        ..cluster.topology.api_config(copy(), NodeClock::new())
+    };
+    tokio::spawn(api::run(listener, config));
+
+    // 2. A first enforced send in the channel: the new process reads the channel's recent
+    // nonces once, while the store still answers.
+    let path = messages_path(channel);
+    let warm = json!({"content": "warm", "nonce": "n-0", "enforce_nonce": true}).to_string();
+    let warm = call(api, Method::POST, &path, &token, &warm).await;
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.body);
+    assert_eq!(next_event(&mut ws).await["d"]["content"], "warm");
+
+    // 3. The write reaches the replicas but no acknowledgement comes back: the send fails
+    // (the API gives up on the guild first), and nothing is delivered.
+    mute.store(true, Ordering::SeqCst);
+    let body = json!({"content": "lost ack", "nonce": "n-1", "enforce_nonce": true}).to_string();
+    let first = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(first.status, StatusCode::GATEWAY_TIMEOUT, "{}", first.body);
+    // Every coordinator's deadline passes (3 × 2.5 s) before the guild gives up.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stored = cluster.stored(channel).await;
+    assert_eq!(stored.len(), 2, "the write itself arrived: {stored:?}");
+
+    // 4. The retry writes the same row again, delivers it once, and answers it.
+    mute.store(false, Ordering::SeqCst);
+    let retry = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(
+        (retry.id(), retry.body["content"].clone()),
+        (stored[0].message_id, json!("lost ack"))
+    );
+    assert_eq!(cluster.stored(channel).await.len(), 2);
+    let created = next_event(&mut ws).await;
+    assert_eq!(created["t"], "MESSAGE_CREATE");
+    assert_eq!(created["d"]["id"], retry.id().to_string());
+    let again = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(again.id(), retry.id());
+}
+
+/// Starts `chatd` on `data_dir` with ephemeral ports; its API and gateway addresses once it
+/// says it is ready.
+fn start_chatd(data_dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args([
+            "--port-base",
+            "0",
+            "--users",
+            "4",
+            "--guilds",
+            "1",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chatd starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (mut api, mut gateway) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("chatd's stdout");
+        let address = |prefix: &str| -> Option<SocketAddr> {
+            line.strip_prefix(prefix)?.split('/').next()?.parse().ok()
+        };
+        api = api.or_else(|| address("chatd api http://"));
+        gateway = gateway.or_else(|| address("chatd gateway ws://"));
+        if line == "chatd ready" {
+            break;
+        }
+    }
+    let api = api.expect("the API address is printed");
+    (child, api, gateway.expect("the gateway address is printed"))
+}
+
+fn stop_chatd(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    assert!(child.wait().expect("chatd exits").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatd_knows_guilds_made_over_rest_after_a_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let token = "Bot token-1";
+
+    // 1. A guild with a second channel, made over REST.
+    let (child, api, _) = start_chatd(data.path());
+    let made = call(
+        api,
+        Method::POST,
+        "/api/v10/guilds",
+        token,
+        r#"{"name": "kept"}"#,
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let guild_id = made.id();
+    let path = format!("/api/v10/guilds/{guild_id}/channels");
+    let channel = call(api, Method::POST, &path, token, r#"{"name": "later"}"#).await;
+    assert_eq!(channel.status, StatusCode::CREATED, "{}", channel.body);
+    stop_chatd(child);
+
+    // 2. After a restart on the same data dir it is still there, and usable.
+    let (child, api, gateway) = start_chatd(data.path());
+    let seen = call(
+        api,
+        Method::GET,
+        &format!("/api/v10/guilds/{guild_id}"),
+        token,
+        "",
+    )
+    .await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    let names: Vec<&str> = seen.body["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["general", "later"]);
+    let sent = send(api, token, channel.id(), "after the restart").await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    let page = history(api, token, channel.id(), "limit=5".into()).await;
+    assert_eq!(page, ["after the restart"]);
+
+    // 3. A new session of the owner gets both guilds.
+    let mut ws = session(gateway, "token-1", 2).await;
+    ws.close(None).await.expect("closes");
+    stop_chatd(child);
 }

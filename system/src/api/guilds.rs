@@ -11,7 +11,9 @@
 //!   `u` already was one.
 //! - `GET /guilds/{g}/members?limit&after`: members by id, `limit` 1–1000 (default 1).
 //!
-//! Every change goes to the guild's process, which orders, persists and dispatches it.
+//! Every change goes to the guild's process, which orders, persists and dispatches it. The
+//! reads catch this node's directory copy up from the log first, so they show changes made
+//! through any API node.
 
 use std::sync::Arc;
 
@@ -108,6 +110,7 @@ pub(super) async fn get_guild(
     Path(guild_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let guild_id = parse_snowflake("guild_id", &guild_id)?;
+    api.catch_up_now().await;
     api.authorize_guild(&user, guild_id).await?;
     Ok(Json(guild_json(&api, guild_id)?))
 }
@@ -158,6 +161,7 @@ pub(super) async fn channels(
     Path(guild_id): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let guild_id = parse_snowflake("guild_id", &guild_id)?;
+    api.catch_up_now().await;
     api.authorize_guild(&user, guild_id).await?;
     let directory = api.directory().read();
     let guild = directory
@@ -229,6 +233,7 @@ pub(super) async fn members(
         None => 0,
         Some(text) => parse_snowflake("after", text)?,
     };
+    api.catch_up_now().await;
     api.authorize_guild(&user, guild_id).await?;
 
     let directory = api.directory().read();

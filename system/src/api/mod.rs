@@ -14,7 +14,8 @@
 //! request that misses in it (an unknown guild or channel, or a denied membership) first
 //! catches the copy up from the directory log, then answers 404 or 403 only if it still
 //! misses ([`crate::directory`]). A change this node asked the guild for is applied to the
-//! copy as soon as the guild answers.
+//! copy as soon as the guild answers. Guild reads (the guild, its channels, its members) read
+//! the log first, so they show changes made through any node.
 //!
 //! Not modelled: roles and permission overwrites (membership is the only permission), DMs,
 //! attachments, embeds, the per-IP invalid-request limit.
@@ -259,6 +260,18 @@ impl Api {
                 check(&self.config.directory.read())
             }
             other => other,
+        }
+    }
+
+    /// Reads the directory log before answering a guild read, so a guild's channels and
+    /// members are as fresh as the log (a read that begins after this call's start is shared).
+    /// A store that fails leaves the copy as it is.
+    pub async fn catch_up_now(&self) {
+        let started = self.config.directory.catch_ups_started();
+        let directory = &self.config.directory;
+        if let Err(error) = directory::catch_up_after(directory, &self.config.store, started).await
+        {
+            tracing::warn!(%error, "api_directory_catch_up_failed");
         }
     }
 

@@ -3,8 +3,9 @@
 //! GUILD_CREATE, CHANNEL_CREATE and GUILD_MEMBER_ADD come through the same ordered fan-out as
 //! messages. Before such an event is delivered, the gateway applies it to its own directory
 //! copy and subscribes the live sessions of the users it concerns to the guild: the members
-//! of a new guild (its owner), or the new member, who also gets a GUILD_CREATE of the whole
-//! guild first. The event itself then reaches every session of the guild as usual.
+//! of a new guild (its owner), who get the guild's GUILD_CREATE as they start to follow it, or
+//! the new member, who gets a GUILD_CREATE of the whole guild first; GUILD_MEMBER_ADD and
+//! CHANNEL_CREATE then reach every session of the guild as usual.
 //!
 //! Not modelled: a gateway does not read the directory log, so a gateway that restarts knows
 //! only the directory it was started with plus what it is dispatched afterwards.
@@ -63,13 +64,15 @@ pub(super) fn change_of(event: &GatewayEvent) -> Option<DirectoryChange> {
     }
 }
 
-/// Applies a directory event to the gateway's copy and subscribes the sessions it concerns.
+/// Applies a directory event to the gateway's copy and subscribes the sessions it concerns;
+/// whether the event still goes to the guild's sessions. A new guild's GUILD_CREATE reaches
+/// its members as they start to follow it, so it is not sent again.
 pub(super) fn apply(
     directory: &SharedDirectory,
     hub: &mut Hub,
     event: &GatewayEvent,
     bounds: HubBounds,
-) {
+) -> bool {
     let Some(change) = change_of(event) else {
         if matches!(
             event.name.as_str(),
@@ -77,24 +80,25 @@ pub(super) fn apply(
         ) {
             tracing::warn!(name = %event.name, "directory_event_unreadable");
         }
-        return;
+        return true;
     };
     directory.write().apply(&change);
 
-    let (guild_id, joining): (u64, Vec<u64>) = match &change {
+    match &change {
         DirectoryChange::GuildCreated { guild } => {
-            (guild.id, guild.members.iter().copied().collect())
+            for &user_id in &guild.members {
+                hub.follow(user_id, guild.id, &event.data, bounds);
+            }
+            false
         }
-        DirectoryChange::MemberAdded { guild_id, user_id } => (*guild_id, vec![*user_id]),
-        DirectoryChange::ChannelCreated { .. } => return,
-    };
-    let welcome = matches!(change, DirectoryChange::MemberAdded { .. })
-        .then(|| directory.read().guild_json(guild_id))
-        .flatten();
-    for user_id in joining {
-        if let Some(welcome) = &welcome {
-            hub.push_to_user(user_id, "GUILD_CREATE", welcome, bounds);
+        DirectoryChange::MemberAdded { guild_id, user_id } => {
+            // The new member gets the whole guild first, then the event with everyone else.
+            let guild = directory.read().guild_json(*guild_id);
+            if let Some(guild) = guild {
+                hub.follow(*user_id, *guild_id, &guild, bounds);
+            }
+            true
         }
-        hub.follow(user_id, guild_id, |_| true);
+        DirectoryChange::ChannelCreated { .. } => true,
     }
 }

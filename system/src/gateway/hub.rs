@@ -381,37 +381,20 @@ impl Hub {
         }
     }
 
-    /// Queues `name` with `d` to every session of `user_id` whose intents take it (a member
-    /// who joined gets the guild before its events).
-    pub fn push_to_user(&mut self, user_id: u64, name: &str, d: &Value, bounds: HubBounds) {
-        let Some(ids) = self.by_user.get(&user_id) else {
-            return;
-        };
-        let required = intents::required_for(name);
-        let (name, d): (Arc<str>, Arc<str>) = (Arc::from(name), Arc::from(d.to_string()));
-        for id in ids {
-            let Some(session) = self.sessions.get_mut(id) else {
-                continue;
-            };
-            if session.intents & required == required {
-                session.push(&name, &d, bounds);
-            }
-        }
-    }
-
     /// Takes a batch of guild events, in order.
     #[cfg(test)]
     pub fn dispatch(&mut self, events: Vec<GatewayEvent>, bounds: HubBounds) {
-        self.dispatch_with(events, bounds, |_, _| {});
+        self.dispatch_with(events, bounds, |_, _| true);
     }
 
     /// [`Hub::dispatch`], calling `before_delivery` with each new event before its guild's
-    /// sessions get it (a directory event changes who follows the guild).
+    /// sessions get it (a directory event changes who follows the guild); the event goes to
+    /// the guild's sessions only if it answers true.
     pub fn dispatch_with(
         &mut self,
         events: Vec<GatewayEvent>,
         bounds: HubBounds,
-        mut before_delivery: impl FnMut(&mut Hub, &GatewayEvent),
+        mut before_delivery: impl FnMut(&mut Hub, &GatewayEvent) -> bool,
     ) {
         for event in events {
             // 1. A resent event repeats one taken; a restarted guild starts a new epoch.
@@ -425,7 +408,9 @@ impl Hub {
                 continue;
             }
             self.last_guild_seq.insert(event.guild_id, position);
-            before_delivery(self, &event);
+            if !before_delivery(self, &event) {
+                continue;
+            }
             let followers: Vec<String> = self
                 .by_guild
                 .get(&event.guild_id)

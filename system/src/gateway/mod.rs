@@ -220,7 +220,7 @@ impl GatewayHandle {
         self.gateway
             .hub()
             .dispatch_with(events, bounds, |hub, event| {
-                directory_events::apply(directory, hub, event, bounds);
+                directory_events::apply(directory, hub, event, bounds)
             });
         GatewayResponse::Accepted
     }

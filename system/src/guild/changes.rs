@@ -186,21 +186,21 @@ impl GuildNode {
         key: &NonceKey,
         author_name: &str,
     ) -> Option<GuildResponse> {
-        // 1. This process's memory, or after a restart the store's recent messages.
+        // 1. This process's memory; after a restart, first the channel's recent messages.
         let now_ms = self.clock.now_ms();
-        let held = {
+        let (held, loaded) = {
             let nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-            nonces.get(key, now_ms).cloned()
+            (nonces.get(key, now_ms).cloned(), nonces.loaded(key.0))
         };
         let entry = match held {
             Some(entry) => entry,
-            None if now_ms - self.started_ms <= NONCE_WINDOW_MS => {
-                let message = self.stored_with_nonce(key).await?;
-                self.remember_nonce(&message, None);
-                NonceEntry {
-                    message,
-                    stored: true,
+            None if !loaded && now_ms - self.started_ms <= NONCE_WINDOW_MS => {
+                if let Err(error) = self.load_recent_nonces(key.0).await {
+                    // Unknown whether the nonce was used: refuse rather than risk a copy.
+                    return Some(GuildResponse::Failed(error));
                 }
+                let nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                nonces.get(key, now_ms).cloned()?
             }
             None => return None,
         };
@@ -221,37 +221,36 @@ impl GuildNode {
         Some(GuildResponse::Created(message))
     }
 
-    /// The channel's message of the last nonce window with `key`'s author and nonce, if the
-    /// store has one (pages newest first back to the window's start).
-    async fn stored_with_nonce(&self, key: &NonceKey) -> Option<StoredMessage> {
-        let (channel_id, author_id, nonce) = key;
+    /// Remembers the nonces of the channel's messages of the last nonce window, read from the
+    /// store (pages newest first back to the window's start), once per channel per process.
+    async fn load_recent_nonces(&self, channel_id: u64) -> Result<(), StoreError> {
         let window_start = ids::from_timestamp_ms(self.clock.now_ms() - NONCE_WINDOW_MS);
         let mut anchor = HistoryAnchor::Latest;
+        let mut found = Vec::new();
         loop {
             let page = HistoryPage {
-                channel_id: *channel_id,
+                channel_id,
                 anchor,
                 limit: 100,
             };
-            let messages = match self.store.page(page).await {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "nonce_lookup_failed");
-                    return None;
-                }
-            };
+            let messages = self.store.page(page).await?;
             let oldest = messages.last().map(|m| m.message_id);
-            let found = messages
-                .into_iter()
-                .find(|m| m.author_id == *author_id && m.nonce.as_deref() == Some(nonce.as_str()));
-            match (found, oldest) {
-                (Some(message), _) if message.message_id > window_start => return Some(message),
-                (_, Some(oldest)) if oldest > window_start => {
-                    anchor = HistoryAnchor::Before(oldest);
-                }
-                _ => return None,
+            let recent = messages.into_iter().filter(|m| m.message_id > window_start);
+            found.extend(recent.filter(|m| m.nonce.is_some()));
+            match oldest {
+                Some(oldest) if oldest > window_start => anchor = HistoryAnchor::Before(oldest),
+                _ => break,
             }
         }
+
+        // Oldest first, so a nonce used twice keeps its newest message, as live sends do.
+        tracing::debug!(channel_id, found = found.len(), "nonces_loaded");
+        for message in found.iter().rev() {
+            self.remember_nonce(message, None);
+        }
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        nonces.mark_loaded(channel_id);
+        Ok(())
     }
 
     /// Serves every request but a send.
@@ -414,14 +413,22 @@ impl GuildNode {
         if !self.guild_known(guild_id).await {
             return GuildResponse::UnknownGuild;
         }
+        let started = self.directory.catch_ups_started();
         let Some(mut process) = self.lock_process(guild_id).await else {
             return GuildResponse::UnknownGuild;
         };
-        if !self.directory.read().guilds[&guild_id]
-            .members
-            .contains(&actor_id)
-        {
-            return GuildResponse::NotMember;
+        let is_member = |node: &Self, user_id: u64| {
+            let directory = node.directory.read();
+            let guild = directory.guilds.get(&guild_id);
+            guild.is_some_and(|g| g.members.contains(&user_id))
+        };
+        if !is_member(self, actor_id) {
+            // A change another node ordered (before this node took the guild over) may be
+            // missing here: read the log before refusing.
+            self.catch_up_after_miss(started).await;
+            if !is_member(self, actor_id) {
+                return GuildResponse::NotMember;
+            }
         }
         let id = self.ids.lock().await.next_id();
         let record = ChangeRecord {
@@ -430,9 +437,7 @@ impl GuildNode {
             change: change(id),
         };
         let already = match &record.change {
-            DirectoryChange::MemberAdded { user_id, .. } => self.directory.read().guilds[&guild_id]
-                .members
-                .contains(user_id),
+            DirectoryChange::MemberAdded { user_id, .. } => is_member(self, *user_id),
             _ => false,
         };
         if already {

@@ -13,11 +13,12 @@
 //! the same row again (same id, so it is idempotent) instead of minting a second message.
 //!
 //! The memory is the process's own and dies with it. A restarted guild process covers the
-//! gap from the store: for [`NONCE_WINDOW_MS`] after its start, a key it does not hold is
-//! looked up among the channel's messages of the last window (stored messages keep their
-//! nonce and author), see [`super::changes`].
+//! gap from the store: for [`NONCE_WINDOW_MS`] after its start, the first enforced send in a
+//! channel reads the channel's messages of the last window (stored messages keep their nonce
+//! and author) into the memory, once per channel; if that read fails, the send fails rather
+//! than risk a copy. See [`super::changes`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids;
 use crate::model::StoredMessage;
@@ -45,6 +46,8 @@ pub struct NonceCache {
     entries: BTreeMap<NonceKey, NonceEntry>,
     /// The keys by their message's id, oldest first, for expiry.
     by_id: BTreeMap<u64, NonceKey>,
+    /// Channels whose recent nonces were read from the store since this process started.
+    loaded: BTreeSet<u64>,
 }
 
 fn expired(message_id: u64, now_ms: i64) -> bool {
@@ -73,6 +76,16 @@ impl NonceCache {
                 self.entries.remove(&key);
             }
         }
+    }
+
+    /// Whether `channel_id`'s recent nonces were read from the store.
+    pub fn loaded(&self, channel_id: u64) -> bool {
+        self.loaded.contains(&channel_id)
+    }
+
+    /// Notes that `channel_id`'s recent nonces were read from the store.
+    pub fn mark_loaded(&mut self, channel_id: u64) {
+        self.loaded.insert(channel_id);
     }
 
     /// How many entries are held.
