@@ -11,6 +11,7 @@ pub mod directory;
 pub mod env;
 pub mod gateway;
 pub mod guild;
+pub mod hashring;
 pub mod ids;
 pub mod model;
 pub mod net;
