@@ -9,7 +9,6 @@
 //! TODO(api-surface): `after` / `around`, edit, delete, nonce dedup, guild / channel / member
 //! creation, rate limits and their headers; the data service in front of the store.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +22,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::data::DataClient;
 use crate::directory::{SharedDirectory, User};
-use crate::guild::{GuildRequest, GuildResponse};
+use crate::guild::{GuildRequest, GuildResponse, GuildRouter};
 use crate::model::MessageView;
-use crate::ring::client::{HistoryQuery, StoreClient};
+use crate::ring::client::HistoryQuery;
 use crate::ring::StoreError;
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::RpcError;
 
 /// The longest message content Discord accepts, in characters.
 pub const CONTENT_CHARS_MAX: usize = 2000;
@@ -41,17 +41,16 @@ const GUILD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiConfig {
     /// Who exists.
     pub directory: SharedDirectory,
-    /// The ring, for history reads.
-    pub store: StoreClient,
-    /// The guild role's RPC address.
-    pub guild: SocketAddr,
+    /// The data service, for history reads (routed by channel).
+    pub data: DataClient,
+    /// The guild nodes, for creates (routed by guild).
+    pub guilds: GuildRouter,
     /// What `GET /gateway` answers.
     pub gateway_url: String,
 }
 
 struct Api {
     config: ApiConfig,
-    rpc: RpcClient,
 }
 
 /// A Discord-shaped error response.
@@ -104,10 +103,7 @@ impl IntoResponse for ApiError {
 
 /// The router of the API role (exposed so tests can serve it on any listener).
 pub fn router(config: ApiConfig) -> Router {
-    let api = Arc::new(Api {
-        config,
-        rpc: RpcClient::new(),
-    });
+    let api = Arc::new(Api { config });
     Router::new()
         .route("/api/v10/gateway", get(gateway))
         .route(
@@ -251,7 +247,7 @@ async fn create_message(
 ) -> Result<Json<MessageView>, ApiError> {
     // 1. Who, where, and what.
     let user = api.authenticate(&headers)?;
-    let (channel_id, _guild_id) = api.authorize(&user, &channel_id)?;
+    let (channel_id, guild_id) = api.authorize(&user, &channel_id)?;
     let body = json_body(&headers, body)?;
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
@@ -264,8 +260,9 @@ async fn create_message(
         nonce,
     };
     let answer = api
-        .rpc
-        .call::<_, GuildResponse>(api.config.guild, &request, GUILD_CALL_TIMEOUT);
+        .config
+        .guilds
+        .call(guild_id, &request, GUILD_CALL_TIMEOUT);
     match answer.await {
         Ok(GuildResponse::Created(message)) => Ok(Json(MessageView::of(&message, &user.username))),
         Ok(GuildResponse::UnknownChannel) => Err(ApiError::new(
@@ -274,6 +271,11 @@ async fn create_message(
             "Unknown Channel",
         )),
         Ok(GuildResponse::Failed(error)) => Err(ApiError::store(&error)),
+        Ok(other) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            0,
+            format!("guild service answered a create with {other:?}"),
+        )),
         Err(RpcError::Unreachable { reason, .. }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             0,
@@ -341,7 +343,7 @@ async fn history(
     };
     let messages = api
         .config
-        .store
+        .data
         .history(query)
         .await
         .map_err(|e| ApiError::store(&e))?;
