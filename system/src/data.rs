@@ -6,9 +6,10 @@
 //! share a query. On a node, reads with the same key (channel, `before`, `limit`) share a
 //! worker: the first read of a key starts it; reads arriving while it queries the store wait
 //! for its next query, which starts as soon as the current one ends and answers every read
-//! that arrived in the meantime. So a burst of N identical reads costs at most two store
-//! queries, and every read is answered by a query that started after the read arrived: a read
-//! sees every message acknowledged before it was sent, as a direct store read would.
+//! that arrived in the meantime. So a burst of identical reads costs one store query per
+//! query's duration it spans, however many reads it holds, and every read is answered by a
+//! query that started after the read arrived: a read sees every message acknowledged before
+//! it was sent, as a direct store read would.
 //!
 //! Counted (for tests and metrics): reads answered, store queries issued, and reads answered by
 //! a query another read also got ([`DataStats`]).
