@@ -128,7 +128,9 @@ fn a_hundred_concurrent_reads_of_one_channel_cost_a_handful_of_store_queries() {
     });
 }
 
-/// Each guild node crashes once, for 6 s, so every guild moves off its node and back.
+/// Each guild node crashes once, for 6 s, so every guild moves off its node and back; the
+/// first one's clock runs 5 s ahead until after its crash, so its ids are ahead of the node
+/// that takes its guilds over.
 fn crash_every_guild_node() -> Scenario {
     let crash = |at_ms: u64, node: &str| Fault {
         at_ms,
@@ -139,6 +141,15 @@ fn crash_every_guild_node() -> Scenario {
     };
     Scenario {
         schedule: Schedule::new(vec![
+            Fault {
+                at_ms: 1_000,
+                kind: FaultKind::Clock {
+                    node: "guild-1".into(),
+                    offset_us: 5_000_000,
+                    drift_ppm: 0,
+                    duration_ms: Some(14_000),
+                },
+            },
             crash(CRASHES_MS[0], "guild-1"),
             crash(CRASHES_MS[1], "guild-2"),
             crash(CRASHES_MS[2], "guild-3"),
@@ -193,7 +204,7 @@ fn a_crashed_guild_nodes_guilds_move_on_and_clients_resync_without_a_gap() {
         "{:?}",
         output.invariant_errors
     );
-    assert_eq!(history.faults.len(), 6, "{:?}", history.faults);
+    assert_eq!(history.faults.len(), 8, "{:?}", history.faults);
 
     // 2. Sends keep succeeding once the guild has moved: every send invoked between a
     //    crash (plus the move) and the restart was acknowledged.
