@@ -128,38 +128,42 @@ fn a_hundred_concurrent_reads_of_one_channel_cost_a_handful_of_store_queries() {
     });
 }
 
-/// Each guild node crashes once, for 6 s, so every guild moves off its node and back; the
-/// first one's clock runs 5 s ahead until after its crash, so its ids are ahead of the node
-/// that takes its guilds over.
-fn crash_every_guild_node() -> Scenario {
-    let crash = |at_ms: u64, node: &str| Fault {
-        at_ms,
-        kind: FaultKind::Crash {
-            node: node.into(),
-            restart_after_ms: Some(CRASH_MS),
+/// A guild node's crash: which node (from 0) and when; it restarts [`CRASH_MS`] later.
+type Crash = (usize, u64);
+
+/// Each guild node crashes once, so every guild moves off its node and back.
+const EVERY_NODE_ONCE: [Crash; 3] = [(0, 10_000), (1, 18_000), (2, 26_000)];
+/// The first guild node crashes twice: its guilds move away, back, away again and back.
+const ONE_NODE_TWICE: [Crash; 2] = [(0, 10_000), (0, 20_000)];
+const CRASH_MS: u64 = 6_000;
+
+/// smoke's workload with `crashes`; the first guild node's clock runs 5 s ahead until after
+/// its first crash, so its ids are ahead of the node that takes its guilds over.
+fn crashing(crashes: &[Crash]) -> Scenario {
+    let mut faults = vec![Fault {
+        at_ms: 1_000,
+        kind: FaultKind::Clock {
+            node: "guild-1".into(),
+            offset_us: 5_000_000,
+            drift_ppm: 0,
+            duration_ms: Some(14_000),
         },
-    };
-    Scenario {
-        schedule: Schedule::new(vec![
-            Fault {
-                at_ms: 1_000,
-                kind: FaultKind::Clock {
-                    node: "guild-1".into(),
-                    offset_us: 5_000_000,
-                    drift_ppm: 0,
-                    duration_ms: Some(14_000),
-                },
+    }];
+    for &(node, at_ms) in crashes {
+        faults.push(Fault {
+            at_ms,
+            kind: FaultKind::Crash {
+                node: format!("guild-{}", node + 1),
+                restart_after_ms: Some(CRASH_MS),
             },
-            crash(CRASHES_MS[0], "guild-1"),
-            crash(CRASHES_MS[1], "guild-2"),
-            crash(CRASHES_MS[2], "guild-3"),
-        ]),
+        });
+    }
+    Scenario {
+        schedule: Schedule::new(faults),
         ..Scenario::smoke()
     }
 }
 
-const CRASHES_MS: [u64; 3] = [10_000, 18_000, 26_000];
-const CRASH_MS: u64 = 6_000;
 /// Time a guild's move may take: the API finds the owner gone at once (its connections are
 /// refused), and the next node pings it once before taking over.
 const MOVE_MS: u64 = 1_000;
@@ -189,8 +193,20 @@ fn final_history(history: &History, scenario: &Scenario) -> BTreeMap<u64, Vec<u6
 
 #[test]
 fn a_crashed_guild_nodes_guilds_move_on_and_clients_resync_without_a_gap() {
-    let scenario = crash_every_guild_node();
-    let output = runner::run(21, &scenario);
+    check_failover(21, &EVERY_NODE_ONCE);
+}
+
+#[test]
+fn a_guild_that_moved_back_moves_again_with_a_newer_epoch() {
+    // The node that took the guild over the first time must not serve it again with the
+    // process (and epoch) it had then, which the gateway would take for old events.
+    check_failover(21, &ONE_NODE_TWICE);
+}
+
+/// Runs smoke with `crashes` and checks it from the clients' history.
+fn check_failover(seed: u64, crashes: &[Crash]) {
+    let scenario = crashing(crashes);
+    let output = runner::run(seed, &scenario);
     let history = &output.history;
 
     // 1. The safety and liveness checks hold (availability aside: a send in flight at the
@@ -204,11 +220,16 @@ fn a_crashed_guild_nodes_guilds_move_on_and_clients_resync_without_a_gap() {
         "{:?}",
         output.invariant_errors
     );
-    assert_eq!(history.faults.len(), 8, "{:?}", history.faults);
+    assert_eq!(
+        history.faults.len(),
+        2 + 2 * crashes.len(),
+        "{:?}",
+        history.faults
+    );
 
     // 2. Sends keep succeeding once the guild has moved: every send invoked between a
     //    crash (plus the move) and the restart was acknowledged.
-    for &crash_ms in &CRASHES_MS {
+    for &(_, crash_ms) in crashes {
         let window = ns(crash_ms + MOVE_MS)..ns(crash_ms + CRASH_MS);
         let sends: Vec<&Outcome> = history
             .ops
@@ -281,7 +302,7 @@ fn a_crashed_guild_nodes_guilds_move_on_and_clients_resync_without_a_gap() {
     //    ended within moments (the server's Invalid Session, no close code).
     let owners = guild_owners(history, &scenario);
     let mut moves = 0;
-    for (index, &crash_ms) in CRASHES_MS.iter().enumerate() {
+    for &(index, crash_ms) in crashes {
         let node = runner::topology().guild[index];
         for (guild_channels, _) in owners.iter().filter(|(_, owner)| *owner == node) {
             for edge_ms in [crash_ms, crash_ms + CRASH_MS] {
@@ -334,7 +355,7 @@ fn guild_owners(history: &History, scenario: &Scenario) -> Vec<(BTreeSet<u64>, S
 
 #[test]
 fn guild_failover_runs_are_deterministic() {
-    let scenario = crash_every_guild_node();
+    let scenario = crashing(&EVERY_NODE_ONCE);
     let first = runner::run(5, &scenario);
     let second = runner::run(5, &scenario);
     assert_eq!(first.trace, second.trace);
