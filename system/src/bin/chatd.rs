@@ -1,7 +1,7 @@
 //! `chatd`: every role of the chat system in one process on real tokio, on loopback ports.
 //!
-//! Three ring nodes (each with its own data directory), three guild nodes (guilds placed by a
-//! consistent-hash ring), two data-service nodes (reads placed by channel), the gateway and
+//! Three ring nodes (each with its own data directory), three guild nodes (guilds placed by
+//! a consistent-hash ring), two data-service nodes (reads placed by channel), the gateway and
 //! two REST API nodes (the first one at the documented port). The directory of users, tokens, guilds and channels is generated on first start
 //! and kept in the data dir, so a restart serves the same accounts and their history.
 
