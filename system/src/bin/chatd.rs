@@ -2,8 +2,9 @@
 //!
 //! Three ring nodes (each with its own data directory), three guild nodes (guilds placed by
 //! a consistent-hash ring), two data-service nodes (reads placed by channel), the gateway and
-//! two REST API nodes (the first one at the documented port). The directory of users, tokens, guilds and channels is generated on first start
-//! and kept in the data dir, so a restart serves the same accounts and their history.
+//! two REST API nodes (the first one at the documented port). The directory of users, tokens,
+//! guilds and channels is generated on first start and kept in the data dir, so a restart
+//! serves the same accounts and their history.
 
 #[cfg(madsim)]
 fn main() {
