@@ -17,12 +17,12 @@ use chat_system::directory::{self, Directory, DirectoryShape, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, RealDisk};
 use chat_system::gateway;
-use chat_system::guild;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::net::{http_request, FlushIfDirty, HttpError};
 use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
 use chat_system::ring::{self, Consistency};
+use chat_system::{data, guild};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
@@ -72,6 +72,7 @@ impl Cluster {
             ring_listeners.push(listen().await);
         }
         let (guild_listener, guild_addr) = listen().await;
+        let (data_listener, data_addr) = listen().await;
         let (gateway_listener, gateway_http) = listen().await;
         let (dispatch_listener, gateway_rpc) = listen().await;
         let mut api_listeners = Vec::new();
@@ -80,8 +81,9 @@ impl Cluster {
         }
         let topology = Topology {
             ring: ring_listeners.iter().map(|(_, a)| *a).collect(),
-            api: api_listeners[0].1,
-            guild: guild_addr,
+            api: api_listeners.iter().map(|(_, a)| *a).collect(),
+            guild: vec![guild_addr],
+            data: vec![data_addr],
             gateway_http,
             gateway_rpc,
         };
@@ -94,8 +96,10 @@ impl Cluster {
             tokio::spawn(ring::node::run(listener, config));
         }
         let copy = || SharedDirectory::new(directory.clone());
-        let guild_config = topology.guild_config(copy(), NodeClock::new());
+        let guild_config = topology.guild_config(0, copy(), NodeClock::new());
         tokio::spawn(guild::run(guild_listener, guild_config));
+        let data_store = topology.data_store(NodeClock::new());
+        tokio::spawn(data::run(data_listener, data_store));
         let gateway_config = topology.gateway_config(copy(), 30_000);
         tokio::spawn(gateway::run(
             gateway_listener,
@@ -103,10 +107,10 @@ impl Cluster {
             gateway_config,
         ));
         let mut apis = Vec::new();
-        for (listener, addr) in api_listeners {
+        for (index, (listener, addr)) in api_listeners.into_iter().enumerate() {
             let config = ApiConfig {
                 rate_limits,
-                ..topology.api_config(copy(), NodeClock::new())
+                ..topology.api_config(index, copy(), NodeClock::new())
             };
             tokio::spawn(api::run(listener, config));
             apis.push(addr);
@@ -362,19 +366,20 @@ async fn a_retried_nonce_makes_one_message_and_answers_the_first() {
 
     // 5. A new guild process (a restart: empty memory) finds the first send in the store.
     let (listener, restarted) = listen().await;
-    let config = cluster.topology.guild_config(
+    let mut moved = cluster.topology.clone();
+    moved.guild = vec![restarted];
+    let config = moved.guild_config(
+        0,
         SharedDirectory::new(cluster.directory.clone()),
         NodeClock::new(),
     );
     tokio::spawn(guild::run(listener, config));
     let (listener, api_b) = listen().await;
-    let config = ApiConfig {
-        guild: restarted,
-        ..cluster.topology.api_config(
-            SharedDirectory::new(cluster.directory.clone()),
-            NodeClock::new(),
-        )
-    };
+    let config = moved.api_config(
+        1,
+        SharedDirectory::new(cluster.directory.clone()),
+        NodeClock::new(),
+    );
     tokio::spawn(api::run(listener, config));
     let after_restart = call(api_b, Method::POST, &path, &token, &body.to_string()).await;
     assert_eq!(
@@ -1031,16 +1036,17 @@ async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_du
     }
     let (listener, guild_addr) = listen().await;
     let copy = || SharedDirectory::new(cluster.directory.clone());
+    let mut muted = cluster.topology.clone();
+    muted.guild = vec![guild_addr];
     let config = guild::GuildConfig {
         store: StoreClient::new(proxies, Consistency::Quorum, NodeClock::new()),
-        ..cluster.topology.guild_config(copy(), NodeClock::new())
+        ..muted.guild_config(0, copy(), NodeClock::new())
     };
     tokio::spawn(guild::run(listener, config));
     let (listener, api) = listen().await;
     let config = ApiConfig {
-        guild: guild_addr,
         rate_limits: roomy(),
-        ..cluster.topology.api_config(copy(), NodeClock::new())
+        ..muted.api_config(1, copy(), NodeClock::new())
     };
     tokio::spawn(api::run(listener, config));
 

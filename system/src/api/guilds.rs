@@ -90,11 +90,13 @@ pub(super) async fn create_guild(
     let body = json_body(&headers, body)?;
     let create: CreateGuild = parse_json(&body)?;
     check_name("name", &create.name, 2)?;
+    let guild_id = api.mint_guild_id().await;
     let request = GuildRequest::CreateGuild {
+        guild_id,
         owner_id: user.id,
         name: create.name.trim().to_string(),
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Changed(record) => {
             let guild = guild_json(&api, record.guild_id())?;
             Ok((StatusCode::CREATED, Json(guild)).into_response())
@@ -138,7 +140,7 @@ pub(super) async fn create_channel(
         actor_id: user.id,
         name: create.name.trim().to_string(),
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Changed(record) => match record.change {
             DirectoryChange::ChannelCreated { guild_id, channel } => {
                 let channel = channel_json(guild_id, &channel);
@@ -198,7 +200,7 @@ pub(super) async fn add_member(
         actor_id: user.id,
         user_id,
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Changed(_) => {
             let mut member = api.directory().read().member_json(user_id);
             member["guild_id"] = Value::String(guild_id.to_string());

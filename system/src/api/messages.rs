@@ -166,7 +166,7 @@ pub(super) async fn create(
 ) -> Result<Json<MessageView>, ApiError> {
     // 1. Where, and what.
     let channel_id = parse_snowflake("channel_id", &channel_id)?;
-    api.authorize_channel(&user, channel_id).await?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
     let body = json_body(&headers, body)?;
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
@@ -179,7 +179,7 @@ pub(super) async fn create(
         nonce,
         enforce_nonce: create.enforce_nonce,
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Created(message) => Ok(Json(MessageView::of(&message, &user.username))),
         other => Err(unexpected(&other)),
     }
@@ -195,7 +195,7 @@ pub(super) async fn edit(
 ) -> Result<Json<MessageView>, ApiError> {
     let channel_id = parse_snowflake("channel_id", &channel_id)?;
     let message_id = parse_snowflake("message_id", &message_id)?;
-    api.authorize_channel(&user, channel_id).await?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
     let body = json_body(&headers, body)?;
     let edit: EditMessage = parse_json(&body)?;
     check_content(&edit.content)?;
@@ -206,7 +206,7 @@ pub(super) async fn edit(
         actor_id: user.id,
         content: edit.content,
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Updated(message) => Ok(Json(MessageView::of(&message, &user.username))),
         GuildResponse::NotAuthor => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -225,14 +225,14 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     let channel_id = parse_snowflake("channel_id", &channel_id)?;
     let message_id = parse_snowflake("message_id", &message_id)?;
-    api.authorize_channel(&user, channel_id).await?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
 
     let request = GuildRequest::DeleteMessage {
         channel_id,
         message_id,
         actor_id: user.id,
     };
-    match api.call_guild(&request).await? {
+    match api.call_guild(guild_id, &request).await? {
         GuildResponse::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
         GuildResponse::NotAuthor => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -9,8 +9,10 @@
 //! Discord-shaped JSON bodies with Discord's codes ([`error`]); a bad snowflake anywhere, in the
 //! path or the query, is a 400 / 50035 naming the field.
 //!
-//! Writes go to the guild role, which orders them ([`Api::call_guild`]); history reads go to
-//! the store ([`Api::read_history`]). This node's directory copy answers who may do what; a
+//! Writes go to the guild node that orders the guild, by the placement ring
+//! ([`Api::call_guild`]); history reads go to the data-service node of the channel, which
+//! coalesces identical reads ([`Api::read_history`]). A new guild's id is minted here, so
+//! the ring can place it before it exists. This node's directory copy answers who may do what; a
 //! request that misses in it (an unknown guild or channel, or a denied membership) first
 //! catches the copy up from the directory log, then answers 404 or 403 only if it still
 //! misses ([`crate::directory`]). A change this node asked the guild for is applied to the
@@ -19,11 +21,7 @@
 //!
 //! Not modelled: roles and permission overwrites (membership is the only permission), DMs,
 //! attachments, embeds, the per-IP invalid-request limit.
-//!
-//! TODO(data-service): history reads go straight to the store; the data service that
-//! coalesces them belongs in [`Api::read_history`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +34,11 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::data::DataClient;
 use crate::directory::{self, SharedDirectory, User};
 use crate::env::clock::NodeClock;
-use crate::guild::{GuildRequest, GuildResponse};
+use crate::guild::{GuildRequest, GuildResponse, GuildRouter};
+use crate::ids::SnowflakeGenerator;
 use crate::model::StoredMessage;
 use crate::ring::client::{HistoryPage, StoreClient};
 
@@ -61,31 +61,38 @@ const GUILD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiConfig {
     /// This node's copy of who exists.
     pub directory: SharedDirectory,
-    /// The ring, for history reads and the directory log.
+    /// The ring, for the directory log.
     pub store: StoreClient,
-    /// The guild role's RPC address.
-    pub guild: SocketAddr,
+    /// The data service, for history reads (routed by channel).
+    pub data: DataClient,
+    /// The guild nodes, for everything a guild orders (routed by guild).
+    pub guilds: GuildRouter,
     /// What `GET /gateway` answers.
     pub gateway_url: String,
     /// This node's clock (the `X-RateLimit-Reset` times).
     pub clock: NodeClock,
     /// The rate limits.
     pub rate_limits: RateLimits,
+    /// This API node's place among the API nodes: its snowflakes (new guilds' ids) use it
+    /// as their worker id, with process id 1 (guild nodes use process id 0).
+    pub index: usize,
 }
 
 /// The API node's shared state.
 pub struct Api {
     config: ApiConfig,
-    rpc: crate::rpc::RpcClient,
     limiter: RateLimiter,
+    /// Mints new guilds' ids, which decide the guild node that orders them.
+    ids: tokio::sync::Mutex<SnowflakeGenerator>,
 }
 
 /// The router of the API role (exposed so tests can serve it on any listener).
 pub fn router(config: ApiConfig) -> Router {
+    let worker_id = u8::try_from(config.index % 32).unwrap_or(0);
     let api = Arc::new(Api {
         limiter: RateLimiter::new(config.rate_limits),
+        ids: tokio::sync::Mutex::new(SnowflakeGenerator::new(config.clock.clone(), worker_id, 1)),
         config,
-        rpc: crate::rpc::RpcClient::new(),
     });
     let limited = Router::new()
         .route("/api/v10/users/@me", get(current_user))
@@ -305,11 +312,22 @@ impl Api {
         .await
     }
 
-    /// Sends `request` to the guild role that orders it. The one place the API calls a guild.
-    pub async fn call_guild(&self, request: &GuildRequest) -> Result<GuildResponse, ApiError> {
+    /// A new guild's id.
+    pub async fn mint_guild_id(&self) -> u64 {
+        self.ids.lock().await.next_id()
+    }
+
+    /// Sends `request` to the node that orders `guild_id`. The one place the API calls a
+    /// guild.
+    pub async fn call_guild(
+        &self,
+        guild_id: u64,
+        request: &GuildRequest,
+    ) -> Result<GuildResponse, ApiError> {
         let answer = self
-            .rpc
-            .call::<_, GuildResponse>(self.config.guild, request, GUILD_CALL_TIMEOUT)
+            .config
+            .guilds
+            .call(guild_id, request, GUILD_CALL_TIMEOUT)
             .await;
         let answer = answer.map_err(|e| ApiError::guild_rpc(&e))?;
         match answer {
@@ -330,7 +348,7 @@ impl Api {
     /// Reads a page of history. The one place the API reads messages.
     pub async fn read_history(&self, page: HistoryPage) -> Result<Vec<StoredMessage>, ApiError> {
         self.config
-            .store
+            .data
             .page(page)
             .await
             .map_err(|e| ApiError::store(&e))

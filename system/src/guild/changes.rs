@@ -16,15 +16,13 @@
 //! from the log (another node may have made it). Not modelled: permissions beyond membership
 //! and authorship (any member may add channels and members; only authors edit or delete).
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard};
 
 use super::nonce::{NonceEntry, NonceKey, NONCE_WINDOW_MS};
-use super::{GuildNode, GuildProcess, GuildRequest, GuildResponse};
+use super::{GuildNode, GuildRequest, GuildResponse, ProcessLock};
 use crate::directory::{self, ChangeRecord, Channel, DirectoryChange, Guild};
 use crate::gateway::GatewayEvent;
 use crate::ids;
@@ -37,34 +35,6 @@ const START_CATCH_UP_TRIES: u32 = 10;
 const START_CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 /// The channel a new guild starts with.
 pub const FIRST_CHANNEL_NAME: &str = "general";
-
-/// A held guild lock: of a guild known at start, or of one this node learnt of later.
-pub(super) enum ProcessLock<'a> {
-    /// A guild of the directory at start.
-    Started(MutexGuard<'a, GuildProcess>),
-    /// A guild created or learnt of since.
-    Later(OwnedMutexGuard<GuildProcess>),
-}
-
-impl Deref for ProcessLock<'_> {
-    type Target = GuildProcess;
-
-    fn deref(&self) -> &GuildProcess {
-        match self {
-            ProcessLock::Started(guard) => guard,
-            ProcessLock::Later(guard) => guard,
-        }
-    }
-}
-
-impl DerefMut for ProcessLock<'_> {
-    fn deref_mut(&mut self) -> &mut GuildProcess {
-        match self {
-            ProcessLock::Started(guard) => guard,
-            ProcessLock::Later(guard) => guard,
-        }
-    }
-}
 
 /// Reads the directory log once the store answers, so guilds created before this node
 /// started are known without waiting for a miss.
@@ -117,36 +87,11 @@ impl GuildNode {
         self.directory.read().guilds.contains_key(&guild_id)
     }
 
-    /// Locks the process of `guild_id`, starting one for a guild this node learnt of since it
-    /// started; `None` for a guild not in its directory.
-    pub(super) async fn lock_process(&self, guild_id: u64) -> Option<ProcessLock<'_>> {
-        if let Some(process) = self.guilds.get(&guild_id) {
-            return Some(ProcessLock::Started(process.lock().await));
-        }
-        if !self.directory.read().guilds.contains_key(&guild_id) {
-            return None;
-        }
-        let process = {
-            let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-            created
-                .entry(guild_id)
-                .or_insert_with(|| Arc::new(Mutex::new(GuildProcess { next_seq: 1 })))
-                .clone()
-        };
-        Some(ProcessLock::Later(process.lock_owned().await))
-    }
-
     /// Queues one event of `guild_id` for every gateway, in the guild's order.
-    async fn queue_event(
-        &self,
-        process: &mut GuildProcess,
-        guild_id: u64,
-        name: &str,
-        data: Value,
-    ) {
+    async fn queue_event(&self, process: &mut ProcessLock, guild_id: u64, name: &str, data: Value) {
         let event = GatewayEvent {
             guild_id,
-            guild_epoch: self.epoch,
+            guild_epoch: process.epoch,
             guild_seq: process.next_seq,
             name: name.to_string(),
             data,
@@ -182,7 +127,7 @@ impl GuildNode {
     /// The answer to a repeated send with an enforced nonce, or `None` if `key` is new.
     pub(super) async fn repeat_of(
         &self,
-        process: &mut GuildProcess,
+        process: &mut ProcessLock,
         key: &NonceKey,
         author_name: &str,
     ) -> Option<GuildResponse> {
@@ -194,7 +139,7 @@ impl GuildNode {
         };
         let entry = match held {
             Some(entry) => entry,
-            None if !loaded && now_ms - self.started_ms <= NONCE_WINDOW_MS => {
+            None if !loaded => {
                 if let Err(error) = self.load_recent_nonces(key.0).await {
                     // Unknown whether the nonce was used: refuse rather than risk a copy.
                     return Some(GuildResponse::Failed(error));
@@ -254,10 +199,12 @@ impl GuildNode {
     }
 
     /// Serves every request but a send.
-    pub(super) async fn handle_change(&self, request: GuildRequest) -> GuildResponse {
+    pub(super) async fn handle_change(self: &Arc<Self>, request: GuildRequest) -> GuildResponse {
         match request {
-            GuildRequest::CreateMessage { channel_id, .. } => {
-                tracing::error!(channel_id, "send_routed_to_change_handler");
+            GuildRequest::CreateMessage { .. }
+            | GuildRequest::Ping
+            | GuildRequest::Release { .. } => {
+                tracing::error!("request_routed_to_change_handler");
                 GuildResponse::UnknownChannel
             }
             GuildRequest::EditMessage {
@@ -277,7 +224,11 @@ impl GuildNode {
                 self.edit_message(channel_id, message_id, actor_id, None)
                     .await
             }
-            GuildRequest::CreateGuild { owner_id, name } => self.create_guild(owner_id, name).await,
+            GuildRequest::CreateGuild {
+                guild_id,
+                owner_id,
+                name,
+            } => self.create_guild(guild_id, owner_id, name).await,
             GuildRequest::CreateChannel {
                 guild_id,
                 actor_id,
@@ -305,7 +256,7 @@ impl GuildNode {
 
     /// Replaces the content of a message (`Some`) or deletes it (`None`), by its author.
     async fn edit_message(
-        &self,
+        self: &Arc<Self>,
         channel_id: u64,
         message_id: u64,
         actor_id: u64,
@@ -314,8 +265,9 @@ impl GuildNode {
         let Some(guild_id) = self.guild_of_channel(channel_id).await else {
             return GuildResponse::UnknownChannel;
         };
-        let Some(mut process) = self.lock_process(guild_id).await else {
-            return GuildResponse::UnknownChannel;
+        let mut process = match self.lock_owned(guild_id).await {
+            Ok(process) => process,
+            Err(refused) => return refused,
         };
 
         // 1. Under the lock: the message as stored now, and its author.
@@ -366,14 +318,24 @@ impl GuildNode {
         }
     }
 
-    /// Creates a guild with one channel, owned by `owner_id`.
-    async fn create_guild(&self, owner_id: u64, name: String) -> GuildResponse {
+    /// Creates guild `guild_id` (an id the API minted, which placed the guild here) with one
+    /// channel, owned by `owner_id`. Its process starts here, as for any guild's first use.
+    async fn create_guild(
+        self: &Arc<Self>,
+        guild_id: u64,
+        owner_id: u64,
+        name: String,
+    ) -> GuildResponse {
         if !self.directory.read().users.contains_key(&owner_id) {
             return GuildResponse::UnknownUser;
         }
-        let (guild_id, channel_id, record_id) = {
+        let mut process = match self.lock_owned(guild_id).await {
+            Ok(process) => process,
+            Err(refused) => return refused,
+        };
+        let (channel_id, record_id) = {
             let mut ids = self.ids.lock().await;
-            (ids.next_id(), ids.next_id(), ids.next_id())
+            (ids.next_id(), ids.next_id())
         };
         let guild = Guild {
             id: guild_id,
@@ -390,22 +352,12 @@ impl GuildNode {
             actor_id: owner_id,
             change: DirectoryChange::GuildCreated { guild },
         };
-        let process = Arc::new(Mutex::new(GuildProcess { next_seq: 1 }));
-        let mut process = {
-            let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-            created.insert(guild_id, process.clone());
-            process.try_lock_owned().ok()
-        };
-        let Some(process) = process.as_mut() else {
-            tracing::error!(guild_id, "new_guild_process_busy");
-            return GuildResponse::UnknownGuild;
-        };
-        self.commit_change(process, record).await
+        self.commit_change(&mut process, record).await
     }
 
     /// A change of an existing guild by one of its members; `change` gets the new id.
     async fn change_guild(
-        &self,
+        self: &Arc<Self>,
         guild_id: u64,
         actor_id: u64,
         change: impl FnOnce(u64) -> DirectoryChange,
@@ -414,8 +366,9 @@ impl GuildNode {
             return GuildResponse::UnknownGuild;
         }
         let started = self.directory.catch_ups_started();
-        let Some(mut process) = self.lock_process(guild_id).await else {
-            return GuildResponse::UnknownGuild;
+        let mut process = match self.lock_owned(guild_id).await {
+            Ok(process) => process,
+            Err(refused) => return refused,
         };
         let is_member = |node: &Self, user_id: u64| {
             let directory = node.directory.read();
@@ -450,7 +403,7 @@ impl GuildNode {
     /// Writes `record` to the log, applies it here and dispatches it, under the guild's lock.
     async fn commit_change(
         &self,
-        process: &mut GuildProcess,
+        process: &mut ProcessLock,
         record: ChangeRecord,
     ) -> GuildResponse {
         if let Err(error) = self

@@ -88,6 +88,11 @@ impl NonceCache {
         self.loaded.insert(channel_id);
     }
 
+    /// Forgets that `channel_id`'s recent nonces were read (its guild moved here again).
+    pub fn forget_loaded(&mut self, channel_id: u64) {
+        self.loaded.remove(&channel_id);
+    }
+
     /// How many entries are held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -32,6 +32,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::node::{RingRequest, RingResponse};
 use super::{bucket_of, Cell, Consistency, PartitionQuery, RangeTombstone, Row, RowKey};
 use super::{StoreError, BUCKET_MS};
@@ -58,7 +60,7 @@ pub struct HistoryQuery {
 
 /// Where a page of history sits, as Discord's mutually exclusive `before` / `after` /
 /// `around` query parameters place it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum HistoryAnchor {
     /// The newest messages.
     Latest,
@@ -72,7 +74,7 @@ pub enum HistoryAnchor {
 }
 
 /// A page of history anchored anywhere, as the REST API takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HistoryPage {
     /// The channel.
     pub channel_id: u64,
