@@ -531,10 +531,10 @@ impl GuildNode {
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
             tracing::warn!(channel_id, message_id, %error, "message_store_failed");
-            self.remember_nonce(&message, Some(&error));
+            self.remember_nonce(&message, Some(&error), process.next_seq);
             return GuildResponse::Failed(error);
         }
-        self.remember_nonce(&message, None);
+        self.remember_nonce(&message, None, process.next_seq);
 
         // 3. Queue for every gateway, in the guild's order.
         let view = MessageView::of(&message, &author_name);

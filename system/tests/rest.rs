@@ -1083,6 +1083,34 @@ async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_du
     assert_eq!(created["d"]["id"], retry.id().to_string());
     let again = call(api, Method::POST, &path, &token, &body).await;
     assert_eq!(again.id(), retry.id());
+
+    // 5. Lost again, but this time a newer message is delivered before the retry: the retry
+    // still answers and stores the first message, but does not deliver it out of id order.
+    mute.store(true, Ordering::SeqCst);
+    let body = json!({"content": "late", "nonce": "n-2", "enforce_nonce": true}).to_string();
+    let lost = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(lost.status, StatusCode::GATEWAY_TIMEOUT, "{}", lost.body);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    mute.store(false, Ordering::SeqCst);
+    assert_eq!(
+        send(api, &token, channel, "newer").await.status,
+        StatusCode::OK
+    );
+    let retry = call(api, Method::POST, &path, &token, &body).await;
+    assert_eq!(retry.body["content"], "late", "{}", retry.body);
+    assert_eq!(
+        send(api, &token, channel, "last").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(next_event(&mut ws).await["d"]["content"], "newer");
+    assert_eq!(next_event(&mut ws).await["d"]["content"], "last");
+    let contents: Vec<String> = cluster
+        .stored(channel)
+        .await
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(contents, ["last", "newer", "late", "lost ack", "warm"]);
 }
 
 /// Starts `chatd` on `data_dir` with ephemeral ports; its API and gateway addresses once it

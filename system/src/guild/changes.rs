@@ -107,7 +107,12 @@ impl GuildNode {
     /// Remembers a send's nonce (enforced or not: a later enforced send with the same nonce
     /// answers it, as Discord's does). A write that failed as unavailable wrote nothing and is
     /// forgotten; one that may have applied is kept as unstored.
-    pub(super) fn remember_nonce(&self, message: &StoredMessage, error: Option<&StoreError>) {
+    pub(super) fn remember_nonce(
+        &self,
+        message: &StoredMessage,
+        error: Option<&StoreError>,
+        guild_seq: u64,
+    ) {
         if matches!(error, Some(StoreError::Unavailable { .. })) {
             return;
         }
@@ -118,6 +123,7 @@ impl GuildNode {
         let entry = NonceEntry {
             message: message.clone(),
             stored: error.is_none(),
+            guild_seq,
         };
         let now_ms = self.clock.now_ms();
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,7 +165,13 @@ impl GuildNode {
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
             return Some(GuildResponse::Failed(error));
         }
-        self.remember_nonce(&message, None);
+        self.remember_nonce(&message, None, process.next_seq);
+        if entry.guild_seq != process.next_seq {
+            // TODO(nonce-order): later events were delivered; delivering this one now would
+            // break the live id order, so sessions see it in history only.
+            tracing::warn!(message_id = message.message_id, "nonce_retry_not_delivered");
+            return Some(GuildResponse::Created(message));
+        }
         let data = serde_json::to_value(MessageView::of(&message, author_name)).ok()?;
         self.queue_event(process, message.guild_id, "MESSAGE_CREATE", data)
             .await;
@@ -191,7 +203,7 @@ impl GuildNode {
         // Oldest first, so a nonce used twice keeps its newest message, as live sends do.
         tracing::debug!(channel_id, found = found.len(), "nonces_loaded");
         for message in found.iter().rev() {
-            self.remember_nonce(message, None);
+            self.remember_nonce(message, None, 0);
         }
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
         nonces.mark_loaded(channel_id);

@@ -10,7 +10,9 @@
 //!
 //! An entry is `stored` once the message's write was acknowledged. A write that failed in a
 //! way that may still have applied it (a timeout) leaves the entry unstored: the retry writes
-//! the same row again (same id, so it is idempotent) instead of minting a second message.
+//! the same row again (same id, so it is idempotent) instead of minting a second message, and
+//! delivers it if no later event of the guild has been delivered since; otherwise live
+//! sessions would get it out of id order, so it is left to history.
 //!
 //! The memory is the process's own and dies with it. A restarted guild process covers the
 //! gap from the store: for [`NONCE_WINDOW_MS`] after its start, the first enforced send in a
@@ -38,6 +40,10 @@ pub struct NonceEntry {
     pub message: StoredMessage,
     /// Whether its write was acknowledged.
     pub stored: bool,
+    /// The guild's next event sequence number when it was remembered: if it is still the
+    /// next when a retry writes an unstored message again, no later event of the guild was
+    /// delivered and the message can be delivered in order.
+    pub guild_seq: u64,
 }
 
 /// Recent nonces of one guild node.
@@ -128,6 +134,7 @@ mod tests {
         let entry = NonceEntry {
             message: message(start, "n"),
             stored: true,
+            guild_seq: 1,
         };
         cache.insert(key.clone(), entry.clone(), start);
         assert_eq!(cache.get(&key, start + NONCE_WINDOW_MS), Some(&entry));
@@ -143,6 +150,7 @@ mod tests {
         let other = NonceEntry {
             message: message(later, "m"),
             stored: false,
+            guild_seq: 1,
         };
         cache.insert((1, 3, "m".into()), other, later);
         assert_eq!(cache.len(), 1);
