@@ -450,6 +450,30 @@ async fn op9_invalid_session_past_the_buffer_or_for_a_wrong_session_then_identif
 }
 
 #[tokio::test]
+async fn op9_invalid_session_for_a_session_past_its_resume_window() {
+    let limits = GatewayLimits {
+        resume_window_ms: 300,
+        ..GatewayLimits::default()
+    };
+    let server = Server::start(limits).await;
+    let (ws, ready) = session(&server, "token-bob", 1).await;
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while server.handle.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.handle.session_count(), 0, "expired");
+    let mut ws = connect(&server).await;
+    let resume = json!({"op": 6, "d": {"token": "token-bob",
+        "session_id": ready["d"]["session_id"], "seq": 2}});
+    send_json(&mut ws, resume).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op": 9, "d": false, "s": null, "t": null})
+    );
+}
+
+#[tokio::test]
 async fn op9_invalid_session_when_a_guild_restarts_and_its_process_may_have_lost_events() {
     let mut server = Server::start(GatewayLimits::default()).await;
     let (mut ws, _) = session(&server, "token-bob", 1).await;
