@@ -494,6 +494,7 @@ async fn op9_invalid_session_when_a_guild_restarts_and_its_process_may_have_lost
 async fn op7_reconnect_on_drain_closes_resumably_and_new_connections_are_told_at_once() {
     let server = Server::start(GatewayLimits::default()).await;
     let (mut ws, _) = session(&server, "token-bob", 1).await;
+    let mut opening = connect(&server).await;
     assert_eq!(server.handle.drain(), 1);
     let (code, _, before) = closed(&mut ws).await;
     assert_eq!(
@@ -506,6 +507,15 @@ async fn op7_reconnect_on_drain_closes_resumably_and_new_connections_are_told_at
         (1, 0),
         "the session waits for its resume"
     );
+
+    // A connection that had its Hello but had not identified is told when it identifies.
+    send_json(&mut opening, identify_payload("token-cat", ALL_INTENTS)).await;
+    let (code, _, before) = closed(&mut opening).await;
+    assert_eq!(
+        before,
+        vec![json!({"op": 7, "d": null, "s": null, "t": null})]
+    );
+    assert_eq!(code, 1012);
 
     let mut late = connect_with(&server, "?v=10").await;
     let (code, _, before) = closed(&mut late).await;
