@@ -41,19 +41,25 @@ pub struct Roles {
     pub replicas: Vec<String>,
     /// Copies of each datum on the ring.
     pub replication_factor: usize,
-    /// Nodes of roles that are not replicated, e.g. `api`, `guild`, `gateway`, `client`.
+    /// Nodes of roles that do not hold replicas, e.g. `api-1`, `guild-1`, `gateway`, `client`.
     pub others: Vec<String>,
 }
 
 impl Roles {
-    /// The simulator's cluster: `ring-1..3` at RF 3, and `api`, `guild`, `gateway`, `client`.
+    /// The simulator's cluster: `ring-1..3` at RF 3, and `api-1..2`, `guild-1..3`,
+    /// `data-1..2`, `gateway`, `client`.
     pub fn simulator() -> Self {
+        let others = [
+            "api-1", "api-2", "guild-1", "guild-2", "guild-3", "data-1", "data-2",
+        ];
         Self {
             replicas: (1..=3).map(|i| format!("ring-{i}")).collect(),
             replication_factor: 3,
-            others: ["api", "guild", "gateway", "client"]
+            others: others
+                .into_iter()
+                .chain(["gateway", "client"])
                 .map(String::from)
-                .to_vec(),
+                .collect(),
         }
     }
 
@@ -266,7 +272,7 @@ mod tests {
         let roles = Roles::simulator();
         let schedule = Schedule::new(vec![
             crash(1_000, "ring-1", 5_000),
-            isolate(2_000, "api", 10),
+            isolate(2_000, "api-1", 10),
         ]);
         assert_eq!(
             check_budget(&schedule, Budget::MinorityOfReplicas, &roles),
@@ -274,16 +280,16 @@ mod tests {
         );
         let violation = check_budget(&schedule, Budget::OneAtATime, &roles).unwrap_err();
         assert_eq!(violation.at_ms, 2_000);
-        assert!(violation.nodes.contains("api") && violation.nodes.contains("ring-1"));
+        assert!(violation.nodes.contains("api-1") && violation.nodes.contains("ring-1"));
     }
 
     #[test]
     fn two_front_nodes_break_the_minority_budget() {
         let roles = Roles::simulator();
-        let schedule = Schedule::new(vec![crash(0, "guild", 50), crash(40, "gateway", 50)]);
+        let schedule = Schedule::new(vec![crash(0, "guild-1", 50), crash(40, "gateway", 50)]);
         let violation = check_budget(&schedule, Budget::MinorityOfReplicas, &roles).unwrap_err();
         assert_eq!(violation.at_ms, 40);
-        let want: BTreeSet<String> = ["gateway", "guild"].map(String::from).into();
+        let want: BTreeSet<String> = ["gateway", "guild-1"].map(String::from).into();
         assert_eq!(violation.nodes, want);
     }
 

@@ -24,10 +24,13 @@
 //! ...}]}`. Fault indices in errors count from 0 in file order.
 //!
 //! Checked beyond the types: node names (when a node list is given), positive durations, a
-//! loss rate in `0..=1`, a partition over at least two nodes that include an isolated one.
+//! loss rate in `0..=1`, a partition over at least two nodes that include an isolated one,
+//! clock steps within a day and drifts within 10%, and keys given once. An empty file is
+//! refused in both forms; no faults is written `fault = []` or `{"faults": []}`.
 //! Not checked: whether faults overlap or fit a budget (see [`crate::budget`]), or whether
 //! they fall inside the run.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -89,12 +92,35 @@ struct Lines {
     fields: BTreeMap<String, usize>,
 }
 
-/// The TOML top level: only `[[fault]]` tables.
+/// The TOML top level: only `[[fault]]` tables (`fault = []` for none).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TomlFile {
-    #[serde(default)]
-    fault: Vec<BTreeMap<String, toml::Spanned<toml::Value>>>,
+    fault: Option<Vec<BTreeMap<String, toml::Spanned<toml::Value>>>>,
+}
+
+/// The largest clock step a fault may take, either way: a day.
+pub const CLOCK_OFFSET_US_MAX: i64 = 86_400_000_000;
+/// The largest drift a fault may set, either way: 10%.
+pub const CLOCK_DRIFT_PPM_MAX: i64 = 100_000;
+
+/// A file with no faults in it is more likely the wrong file than a wish for no faults, so an
+/// empty schedule must be written out.
+fn empty_file(form: &str) -> FileError {
+    FileError {
+        line: Some(1),
+        column: None,
+        fault: None,
+        field: None,
+        message: format!("the file holds no schedule; a schedule with no faults is {form}"),
+    }
+}
+
+/// The first name a parser's message quotes in backticks, as the field it is about.
+fn quoted_name(message: &str) -> Option<String> {
+    let name = message.split('`').nth(1)?;
+    let is_name = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+    is_name.then(|| name.to_string())
 }
 
 /// Parses and checks a TOML schedule; `nodes`, if given, are the only valid node names.
@@ -104,14 +130,21 @@ pub fn parse_toml(text: &str, nodes: Option<&[String]>) -> Result<Schedule, File
         line: e.span().map(|s| line_of(text, s.start)),
         column: None,
         fault: None,
-        field: None,
+        field: quoted_name(e.message()).or_else(|| {
+            // A duplicate key's message names no key; its span covers it.
+            let spanned = e.span().and_then(|span| text.get(span));
+            spanned.and_then(|key| quoted_name(&format!("`{}`", key.trim())))
+        }),
         message: e.message().to_string(),
     })?;
+    let Some(raws) = file.fault else {
+        return Err(empty_file("`fault = []`"));
+    };
 
     // 2. Each fault on its own, so an error names its index and field.
     let mut faults = Vec::new();
     let mut lines = Vec::new();
-    for (index, raw) in file.fault.into_iter().enumerate() {
+    for (index, raw) in raws.into_iter().enumerate() {
         let fields: BTreeMap<String, usize> = raw
             .iter()
             .map(|(k, v)| (k.clone(), line_of(text, v.span().start)))
@@ -139,6 +172,10 @@ pub fn parse_toml(text: &str, nodes: Option<&[String]>) -> Result<Schedule, File
 /// Parses and checks a JSON schedule; `nodes`, if given, are the only valid node names.
 pub fn parse_json(text: &str, nodes: Option<&[String]>) -> Result<Schedule, FileError> {
     // 1. Syntax, with serde_json's line and column.
+    let empty = || empty_file(r#"`{"faults": []}`"#);
+    if text.trim().is_empty() {
+        return Err(empty());
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FileError {
         line: Some(e.line()),
         column: Some(e.column()),
@@ -162,13 +199,22 @@ pub fn parse_json(text: &str, nodes: Option<&[String]>) -> Result<Schedule, File
         )));
     }
     let raws = match top.remove("faults") {
-        None => Vec::new(),
+        None => return Err(empty()),
         Some(serde_json::Value::Array(raws)) => raws,
         Some(_) => return Err(top_error("`faults` must be an array".into())),
     };
 
     // 2. Each fault on its own, its lines found by scanning the text.
-    let mut lines = json_lines(text);
+    let (mut lines, duplicate) = json_lines(text);
+    if let Some((fault, field, line)) = duplicate {
+        return Err(FileError {
+            line: Some(line),
+            column: None,
+            fault: Some(fault),
+            message: format!("duplicate key `{field}`"),
+            field: Some(field),
+        });
+    }
     lines.resize_with(raws.len(), Lines::default);
     let mut faults = Vec::new();
     for (index, raw) in raws.into_iter().enumerate() {
@@ -286,9 +332,20 @@ fn check_fault(index: usize, fault: &Fault, nodes: Option<&[String]>) -> Result<
         }
         FaultKind::Pause { node, .. } | FaultKind::Disk { node, .. } => known("node", node)?,
         FaultKind::Clock {
-            node, duration_ms, ..
+            node,
+            duration_ms,
+            offset_us,
+            drift_ppm,
         } => {
             known("node", node)?;
+            if offset_us.unsigned_abs() > CLOCK_OFFSET_US_MAX.unsigned_abs() {
+                let message = format!("{offset_us} µs is more than a day either way");
+                return Err(invalid("offset_us", message));
+            }
+            if drift_ppm.unsigned_abs() > CLOCK_DRIFT_PPM_MAX.unsigned_abs() {
+                let message = format!("{drift_ppm} ppm is more than 10% either way");
+                return Err(invalid("drift_ppm", message));
+            }
             if *duration_ms == Some(0) {
                 return Err(invalid(
                     "duration_ms",
@@ -348,9 +405,11 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// The lines of each fault object in a JSON schedule and of its top-level keys: objects that
-/// open at depth 2 (inside the top object's `faults` array) and keys at depth 3.
-fn json_lines(text: &str) -> Vec<Lines> {
+/// open at depth 2 (inside the top object's `faults` array) and keys at depth 3. Also the
+/// first key a fault repeats (fault index, key, line), which JSON parsers silently collapse.
+fn json_lines(text: &str) -> (Vec<Lines>, Option<(usize, String, usize)>) {
     let mut faults: Vec<Lines> = Vec::new();
+    let mut duplicate = None;
     let (mut depth, mut line) = (0usize, 1usize);
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -380,15 +439,24 @@ fn json_lines(text: &str) -> Vec<Lines> {
                 line += name.matches('\n').count();
                 let mut ahead = chars.clone().skip_while(|c| c.is_whitespace());
                 if ahead.next() == Some(':') && depth == 3 {
+                    let index = faults.len().saturating_sub(1);
                     if let Some(fault) = faults.last_mut() {
-                        fault.fields.entry(name).or_insert(start);
+                        match fault.fields.entry(name) {
+                            Entry::Vacant(slot) => {
+                                slot.insert(start);
+                            }
+                            Entry::Occupied(seen) => {
+                                let key = seen.key().clone();
+                                duplicate = duplicate.or(Some((index, key, start)));
+                            }
+                        }
                     }
                 }
             }
             _ => {}
         }
     }
-    faults
+    (faults, duplicate)
 }
 
 #[cfg(test)]
@@ -547,5 +615,67 @@ disk = { kind = "torn_write", keep_bytes = 7 }
         );
         let error = parse_json("{\"fault\": []}", None).unwrap_err();
         assert!(error.message.contains("fault"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_in_either_form_and_no_faults_is_said_explicitly() {
+        for text in ["", "  \n", "# nothing yet\n"] {
+            let error = parse_toml(text, None).unwrap_err();
+            assert!(error.message.contains("fault = []"), "{error}");
+        }
+        let error = parse_json("\n", None).unwrap_err();
+        assert!(error.message.contains(r#"{"faults": []}"#), "{error}");
+        assert_eq!(parse_toml("fault = []\n", None).unwrap().faults.len(), 0);
+        assert_eq!(
+            parse_json(r#"{"faults": []}"#, None).unwrap().faults.len(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_out_of_range_start_names_at_ms() {
+        for start in ["-5", "1e3", "\"soon\""] {
+            let text = GOOD.replace("at_ms = 5000", &format!("at_ms = {start}"));
+            let error = parse_toml(&text, None).unwrap_err();
+            assert_eq!(error.field.as_deref(), Some("at_ms"), "{start}: {error}");
+            assert_eq!((error.fault, error.line), (Some(1), Some(10)), "{error}");
+        }
+        let text = r#"{"faults": [{"at_ms": -1, "kind": "crash", "node": "ring-1"}]}"#;
+        let error = parse_json(text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("at_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_duplicate_key_names_the_field() {
+        let text = GOOD.replace("at_ms = 20000", "at_ms = 20000\nat_ms = 30000");
+        let error = parse_toml(&text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("at_ms"), "{error}");
+        assert_eq!(error.line, Some(6), "{error}");
+        let text = r#"{"faults": [{"at_ms": 1, "at_ms": 2, "kind": "crash", "node": "ring-1"}]}"#;
+        let error = parse_json(text, None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("at_ms"), "{error}");
+    }
+
+    #[test]
+    fn clock_steps_and_drifts_beyond_a_day_or_ten_percent_are_refused() {
+        let clock = |offset: i64, drift: i64| {
+            format!(
+                "[[fault]]\nkind = \"clock\"\nnode = \"api\"\nat_ms = 1\n\
+                 offset_us = {offset}\ndrift_ppm = {drift}\n"
+            )
+        };
+        assert!(parse_toml(&clock(-86_400_000_000, 100_000), None).is_ok());
+        let error = parse_toml(&clock(86_400_000_001, 0), None).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("offset_us"), Some(5))
+        );
+        let error = parse_toml(&clock(i64::MIN, 0), None).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("offset_us"), "{error}");
+        let error = parse_toml(&clock(0, -100_001), None).unwrap_err();
+        assert_eq!(
+            (error.field.as_deref(), error.line),
+            (Some("drift_ppm"), Some(6))
+        );
     }
 }

@@ -15,7 +15,7 @@ use chat_reports::history::{Delivery, Op, OpKind, Outcome};
 use chat_system::directory::User;
 use chat_system::net::{http_request, runtime_instant, FlushIfDirty, HttpError};
 use futures_util::{SinkExt, StreamExt};
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use madsim::rand::{thread_rng, Rng};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -29,6 +29,8 @@ const FINAL_PAGE: usize = 100;
 /// The page size of a recent-history read.
 const RECENT_PAGE: usize = 50;
 const BACKOFF_MS_MIN: u64 = 500;
+/// How many times a request refused with 429 is tried again after its `retry_after`.
+const RATE_LIMIT_RETRIES_MAX: usize = 3;
 /// Reconnect backoff doubles from the minimum up to this cap (then ±50% jitter), so a client
 /// is back within seconds of a gateway returning.
 const BACKOFF_MS_MAX: u64 = 5_000;
@@ -121,7 +123,39 @@ impl UserClient {
     ) -> Result<Value, Outcome> {
         let timeout = Duration::from_millis(self.scenario.request_timeout_ms);
         let auth = self.authorization();
-        match http_request(self.api, method, &path, Some(&auth), body, timeout).await {
+
+        // A 429 is the server pacing this user: wait its `retry_after`, as Discord's client
+        // libraries do, and try again (a few times, within the request's deadline).
+        let mut answer = http_request(
+            self.api,
+            method.clone(),
+            &path,
+            Some(&auth),
+            body.clone(),
+            timeout,
+        )
+        .await;
+        for _ in 0..RATE_LIMIT_RETRIES_MAX {
+            let Ok((StatusCode::TOO_MANY_REQUESTS, bytes)) = &answer else {
+                break;
+            };
+            let limited: Value = serde_json::from_slice(bytes).unwrap_or_default();
+            let retry_after_s = limited["retry_after"]
+                .as_f64()
+                .unwrap_or(1.0)
+                .clamp(0.0, 60.0);
+            tokio::time::sleep(Duration::from_secs_f64(retry_after_s)).await;
+            answer = http_request(
+                self.api,
+                method.clone(),
+                &path,
+                Some(&auth),
+                body.clone(),
+                timeout,
+            )
+            .await;
+        }
+        match answer {
             Ok((status, bytes)) if status.is_success() => {
                 serde_json::from_slice(&bytes).map_err(|e| Outcome::Failed {
                     status: status.as_u16(),

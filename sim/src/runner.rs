@@ -1,7 +1,9 @@
 //! Runs one scenario on madsim hosts and returns what its clients saw.
 //!
-//! Topology: `ring-1..3` (10.0.1.1–3), `api` (10.0.2.1), `guild` (10.0.3.1), `gateway`
-//! (10.0.4.1) and `client` (10.0.9.1), which runs every simulated user. Each ring node keeps a
+//! Topology: `ring-1..3` (10.0.1.1–3), `api-1..2` (10.0.2.1–2), `guild-1..3` (10.0.3.1–3),
+//! `gateway` (10.0.4.1), `data-1..2` (10.0.5.1–2) and `client` (10.0.9.1), which runs every
+//! simulated user; users alternate between the API nodes, so concurrent sends to one channel
+//! come through different API nodes. Each ring node keeps a
 //! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
 //! bytes do not. The nemesis, on the harness's own node, applies the fault schedule.
 
@@ -19,7 +21,7 @@ use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, SimDisk};
 use chat_system::net::runtime_instant;
-use chat_system::{api, gateway, guild, ring};
+use chat_system::{api, data, gateway, guild, ring};
 use madsim::runtime::{Handle, Runtime};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -157,6 +159,13 @@ fn install_tracing() {
 const RING_PORT: u16 = 7000;
 const API_PORT: u16 = 8080;
 const GUILD_PORT: u16 = 7100;
+const DATA_PORT: u16 = 7300;
+/// API nodes, guild nodes and data-service nodes of a simulated cluster.
+pub const API_NODES: u8 = 2;
+/// See [`API_NODES`].
+pub const GUILD_NODES: u8 = 3;
+/// See [`API_NODES`].
+pub const DATA_NODES: u8 = 2;
 const GATEWAY_HTTP_PORT: u16 = 8081;
 const GATEWAY_RPC_PORT: u16 = 7200;
 
@@ -164,13 +173,18 @@ fn ip(a: u8, b: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, a, b))
 }
 
-fn topology() -> Topology {
+/// The simulated cluster's addresses; node `ROLE-N` of a role is its N-th address.
+pub fn topology() -> Topology {
+    let nodes = |subnet: u8, count: u8, port: u16| -> Vec<SocketAddr> {
+        (1..=count)
+            .map(|i| SocketAddr::new(ip(subnet, i), port))
+            .collect()
+    };
     Topology {
-        ring: (1..=3)
-            .map(|i| SocketAddr::new(ip(1, i), RING_PORT))
-            .collect(),
-        api: SocketAddr::new(ip(2, 1), API_PORT),
-        guild: SocketAddr::new(ip(3, 1), GUILD_PORT),
+        ring: nodes(1, 3, RING_PORT),
+        api: nodes(2, API_NODES, API_PORT),
+        guild: nodes(3, GUILD_NODES, GUILD_PORT),
+        data: nodes(5, DATA_NODES, DATA_PORT),
         gateway_http: SocketAddr::new(ip(4, 1), GATEWAY_HTTP_PORT),
         gateway_rpc: SocketAddr::new(ip(4, 1), GATEWAY_RPC_PORT),
     }
@@ -326,12 +340,22 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
             }
         });
     }
-    let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("guild"));
-    host(&handle, "guild", topology.guild.ip(), move || {
-        let config = t.guild_config(copy(&d), clock.clone());
-        let addr = t.guild;
-        async move { guild::run(listen(addr).await, config).await }
-    });
+    for (index, &addr) in topology.guild.iter().enumerate() {
+        let name = format!("guild-{}", index + 1);
+        let (t, d, clock) = (topology.clone(), directory.clone(), env.clock(&name));
+        host(&handle, &name, addr.ip(), move || {
+            let config = t.guild_config(index, copy(&d), clock.clone());
+            async move { guild::run(listen(addr).await, config).await }
+        });
+    }
+    for (index, &addr) in topology.data.iter().enumerate() {
+        let name = format!("data-{}", index + 1);
+        let (t, clock) = (topology.clone(), env.clock(&name));
+        host(&handle, &name, addr.ip(), move || {
+            let store = t.data_store(clock.clone());
+            async move { data::run(listen(addr).await, store).await }
+        });
+    }
     let (t, d, beat) = (
         topology.clone(),
         directory.clone(),
@@ -342,25 +366,28 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         let (http, rpc) = (t.gateway_http, t.gateway_rpc);
         async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
     });
-    let (t, d, clock) = (topology.clone(), directory.clone(), env.clock("api"));
-    host(&handle, "api", topology.api.ip(), move || {
-        let config = t.api_config(copy(&d), clock.clone());
-        let addr = t.api;
-        async move { api::run(listen(addr).await, config).await }
-    });
+    for (index, &addr) in topology.api.iter().enumerate() {
+        let name = format!("api-{}", index + 1);
+        let (t, d, clock) = (topology.clone(), directory.clone(), env.clock(&name));
+        host(&handle, &name, addr.ip(), move || {
+            let config = t.api_config(index, copy(&d), clock.clone());
+            async move { api::run(listen(addr).await, config).await }
+        });
+    }
 
     // 3. The users, all on the client host, after the servers have had a moment to listen.
     let clients: Vec<UserClient> = directory
         .users
         .values()
-        .map(|user| UserClient {
+        .enumerate()
+        .map(|(index, user)| UserClient {
             user: user.clone(),
             channel_ids: directory
                 .guilds_of(user.id)
                 .iter()
                 .flat_map(|g| g.channels.iter().map(|c| c.id))
                 .collect(),
-            api: topology.api,
+            api: topology.api[index % topology.api.len()],
             gateway: topology.gateway_http,
             scenario: scenario.clone(),
             recorder: recorder.clone(),

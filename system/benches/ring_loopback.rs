@@ -109,6 +109,7 @@ mod bench {
                 author_id: u64::from(worker),
                 content: "x".repeat(64),
                 nonce: None,
+                edited_ms: None,
             };
             let began = Instant::now();
             if store.put(&message, clock.now_us()).await.is_ok() {

@@ -2,18 +2,23 @@
 //!
 //! The same topology drives `chatd` (every role in one process on loopback ports) and the
 //! simulator (every role on its own simulated host), so both wire the roles identically.
+//! Roles with several nodes (API, guild, data service) list them all: API nodes are
+//! interchangeable, guild nodes hold the guilds the placement ring gives them, and
+//! data-service nodes the channels theirs gives them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::ratelimit::RateLimits;
 use crate::api::ApiConfig;
+use crate::data::DataClient;
 use crate::directory::SharedDirectory;
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::gateway::GatewayConfig;
-use crate::guild::GuildConfig;
+use crate::guild::{GuildConfig, GuildRouter};
 use crate::ring::client::StoreClient;
 use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
 use crate::ring::layout::RingLayout;
@@ -28,10 +33,12 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 41_250;
 pub struct Topology {
     /// The ring nodes (each is a replica and a coordinator).
     pub ring: Vec<SocketAddr>,
-    /// The REST API.
-    pub api: SocketAddr,
-    /// The guild role's RPC port.
-    pub guild: SocketAddr,
+    /// The REST API nodes (any of them serves any request).
+    pub api: Vec<SocketAddr>,
+    /// The guild nodes' RPC ports, in the order their placement ring is built from.
+    pub guild: Vec<SocketAddr>,
+    /// The data-service nodes' RPC ports, in the order their ring is built from.
+    pub data: Vec<SocketAddr>,
     /// The gateway's WebSocket (HTTP) port.
     pub gateway_http: SocketAddr,
     /// The gateway's dispatch (RPC) port.
@@ -70,25 +77,45 @@ impl Topology {
         }
     }
 
-    /// The API role's configuration.
-    pub fn api_config(&self, directory: SharedDirectory, clock: NodeClock) -> ApiConfig {
+    /// API node `index`'s configuration.
+    pub fn api_config(
+        &self,
+        index: usize,
+        directory: SharedDirectory,
+        clock: NodeClock,
+    ) -> ApiConfig {
         ApiConfig {
             directory,
-            store: self.store_client(clock),
-            guild: self.guild,
+            store: self.store_client(clock.clone()),
+            data: DataClient::new(self.data.clone()),
+            guilds: GuildRouter::new(&self.guild),
             gateway_url: self.gateway_url(),
+            clock,
+            rate_limits: RateLimits::default(),
+            index,
         }
     }
 
-    /// The guild role's configuration.
-    pub fn guild_config(&self, directory: SharedDirectory, clock: NodeClock) -> GuildConfig {
+    /// Guild node `index`'s configuration.
+    pub fn guild_config(
+        &self,
+        index: usize,
+        directory: SharedDirectory,
+        clock: NodeClock,
+    ) -> GuildConfig {
         GuildConfig {
             directory,
             store: self.store_client(clock.clone()),
             gateways: vec![self.gateway_rpc],
             clock,
-            worker_id: 1,
+            nodes: self.guild.clone(),
+            index,
         }
+    }
+
+    /// A data-service node's store client.
+    pub fn data_store(&self, clock: NodeClock) -> StoreClient {
+        self.store_client(clock)
     }
 
     /// The gateway role's configuration.

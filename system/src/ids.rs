@@ -63,6 +63,17 @@ impl SnowflakeGenerator {
         self.next_id_at(now_ms)
     }
 
+    /// Makes every later id greater than `id`, whoever minted it: the generator moves to
+    /// `id`'s millisecond with its sequence used up, so the next id is at least one ms later.
+    /// Does nothing if the generator is already past that millisecond.
+    pub fn advance_past(&mut self, id: u64) {
+        let id_ms = id >> TIMESTAMP_SHIFT;
+        if id_ms >= self.last_ms {
+            self.last_ms = id_ms;
+            self.sequence = SEQUENCE_MAX;
+        }
+    }
+
     fn next_id_at(&mut self, now_ms: u64) -> u64 {
         // 1. Never go back in time: a clock step back reuses the last millisecond.
         if now_ms > self.last_ms {
@@ -129,6 +140,21 @@ mod tests {
             last = id;
         }
         assert_eq!(last >> TIMESTAMP_SHIFT, 51);
+    }
+
+    #[test]
+    fn advancing_past_another_generators_id_keeps_ids_above_it() {
+        // Another worker at ms 5_000 with sequence 9: (5_000 << 22) | (31 << 17) | 9.
+        let foreign = (5_000 << TIMESTAMP_SHIFT) | (31 << WORKER_SHIFT) | 9;
+        let mut gen = SnowflakeGenerator::new(NodeClock::new(), 1, 0);
+        gen.advance_past(foreign);
+        // Our clock says ms 4_000 (behind): the next id borrows ms 5_001, sequence 0.
+        let id = gen.next_id_at(4_000);
+        assert_eq!(id, (5_001 << TIMESTAMP_SHIFT) | (1 << WORKER_SHIFT));
+        assert!(id > foreign);
+        // An older id changes nothing.
+        gen.advance_past(1 << TIMESTAMP_SHIFT);
+        assert_eq!(gen.next_id_at(4_000), id + 1);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! A [`StoredMessage`] is what the `messages` table holds; [`MessageView`] is the Discord v10
 //! message object that REST answers and gateway dispatches carry (snowflakes as strings).
+//! An edited message carries the time of its last edit; a deleted one is a tombstone in the
+//! store and never reaches a view.
 //! Not modelled yet: attachments, embeds, mentions, reactions, replies.
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,11 @@ pub struct StoredMessage {
     pub content: String,
     /// The client's nonce, if it sent one.
     pub nonce: Option<String>,
+    /// Unix ms of the last edit, if it was edited. An edit is a later write of the row, so
+    /// last-write-wins keeps the newest content; rows stored before edits existed read as
+    /// never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ms: Option<i64>,
 }
 
 /// The author as Discord's user object shows it.
@@ -49,7 +56,7 @@ pub struct MessageView {
     pub content: String,
     /// ISO 8601 creation time, from the id's timestamp bits.
     pub timestamp: String,
-    /// ISO 8601 time of the last edit; never set yet.
+    /// ISO 8601 time of the last edit, `null` if never edited.
     pub edited_timestamp: Option<String>,
     /// The client's nonce, echoed back.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,7 +90,7 @@ impl MessageView {
             },
             content: message.content.clone(),
             timestamp: iso8601_ms(ids::timestamp_ms(message.message_id)),
-            edited_timestamp: None,
+            edited_timestamp: message.edited_ms.map(iso8601_ms),
             nonce: message.nonce.clone(),
             kind: 0,
             pinned: false,
@@ -105,6 +112,7 @@ mod tests {
             author_id: 11,
             content: "hi".into(),
             nonce: None,
+            edited_ms: None,
         };
         let json = serde_json::to_value(MessageView::of(&message, "ann")).unwrap();
         assert_eq!(json["id"], "175928847299117063");
@@ -112,5 +120,21 @@ mod tests {
         assert_eq!(json["type"], 0);
         assert_eq!(json["author"]["username"], "ann");
         assert!(json.get("nonce").is_none());
+        assert_eq!(json["edited_timestamp"], serde_json::Value::Null);
+
+        let edited = StoredMessage {
+            edited_ms: Some(1_462_015_105_796 + 60_000),
+            ..message
+        };
+        let json = serde_json::to_value(MessageView::of(&edited, "ann")).unwrap();
+        assert_eq!(json["edited_timestamp"], "2016-04-30T11:19:25.796Z");
+    }
+
+    #[test]
+    fn rows_stored_before_edits_existed_still_read() {
+        let old = r#"{"channel_id":7,"message_id":9,"guild_id":3,"author_id":11,
+            "content":"hi","nonce":null}"#;
+        let message: StoredMessage = serde_json::from_str(old).unwrap();
+        assert_eq!(message.edited_ms, None);
     }
 }

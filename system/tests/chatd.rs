@@ -24,6 +24,8 @@ struct Chatd {
     api: SocketAddr,
     gateway: SocketAddr,
     directory: Directory,
+    /// What chatd printed up to "chatd ready".
+    banner: Vec<String>,
     later_lines: mpsc::Receiver<String>,
     _data: tempfile::TempDir,
 }
@@ -42,7 +44,11 @@ impl Chatd {
     }
 
     fn start() -> Chatd {
-        let data = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// A chatd on `data`, which may hold an earlier chatd's data.
+    fn start_in(data: tempfile::TempDir) -> Chatd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
             .args(["--port-base", "0", "--users", "4", "--guilds", "1"])
             .args(["--heartbeat-interval-ms", "1000", "--data-dir"])
@@ -51,7 +57,10 @@ impl Chatd {
             .spawn()
             .expect("chatd starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (api, gateway, later_lines) = Self::read_banner(stdout);
+        let (banner, later_lines) = Self::read_banner(stdout);
+        let find = |prefix: &str| banner.iter().find_map(|line| addr_after(line, prefix));
+        let api = find("chatd api http://").expect("api address printed");
+        let gateway = find("chatd gateway ws://").expect("gateway address printed");
         let directory = std::fs::read_to_string(data.path().join("directory.json"))
             .expect("chatd keeps its directory in the data dir");
         let directory = serde_json::from_str(&directory).expect("a directory");
@@ -60,6 +69,7 @@ impl Chatd {
             api,
             gateway,
             directory,
+            banner,
             later_lines,
             _data: data,
         }
@@ -67,17 +77,17 @@ impl Chatd {
 
     /// Reads up to "chatd ready", then keeps reading in a thread so chatd never writes to a
     /// closed pipe; the later lines arrive on the returned channel.
-    fn read_banner(stdout: ChildStdout) -> (SocketAddr, SocketAddr, mpsc::Receiver<String>) {
-        let (mut api, mut gateway) = (None, None);
+    fn read_banner(stdout: ChildStdout) -> (Vec<String>, mpsc::Receiver<String>) {
+        let mut banner = Vec::new();
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
             let line = line.expect("chatd's stdout");
-            api = api.or_else(|| addr_after(&line, "chatd api http://"));
-            gateway = gateway.or_else(|| addr_after(&line, "chatd gateway ws://"));
             if line.starts_with("chatd data_dir=") {
                 assert!(line.len() > "chatd data_dir=".len());
             }
-            if line == "chatd ready" {
+            let ready = line == "chatd ready";
+            banner.push(line);
+            if ready {
                 break;
             }
         }
@@ -91,14 +101,11 @@ impl Chatd {
                 let _ = tx.send(line);
             }
         });
-        (
-            api.expect("api address printed"),
-            gateway.expect("gateway address printed"),
-            rx,
-        )
+        (banner, rx)
     }
 
-    fn stop(&mut self) -> std::process::ExitStatus {
+    /// Stops chatd with Ctrl-C; its exit status and what it printed from then on.
+    fn stop(&mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-INT", &pid])
@@ -107,8 +114,9 @@ impl Chatd {
         assert!(sent.success());
         let status = self.child.wait().expect("chatd exits");
         let said: Vec<String> = self.later_lines.iter().collect();
-        assert_eq!(said, vec!["chatd stopping".to_string()]);
-        status
+        assert_eq!(said.first().map(String::as_str), Some("chatd stopping"));
+        assert_eq!(said.last().map(String::as_str), Some("chatd stopped"));
+        (status, said)
     }
 }
 
@@ -269,7 +277,7 @@ async fn two_sessions_receive_a_message_sent_over_http_and_history_returns_it() 
     assert_eq!(history[0]["id"], id.as_str());
 
     // 5. A clean stop on Ctrl-C.
-    assert!(chatd.stop().success());
+    assert!(chatd.stop().0.success());
 }
 
 #[tokio::test]
@@ -401,4 +409,154 @@ fn a_second_chatd_on_the_same_data_dir_refuses_to_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is in use by another chatd"), "{stderr}");
+}
+
+#[test]
+fn chatload_drives_every_user_and_counts_each_delivery() {
+    let chatd = Chatd::start();
+    let directory = chatd._data.path().join("directory.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_chatload"))
+        .args(["--api", &chatd.api.to_string()])
+        .args(["--gateway", &chatd.gateway.to_string()])
+        .arg("--directory")
+        .arg(&directory)
+        .args([
+            "--users",
+            "4",
+            "--rate",
+            "10",
+            "--duration-s",
+            "2",
+            "--quiet",
+        ])
+        .output()
+        .expect("chatload runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+
+    // 10 sends a second for 2 s; one guild of 4 members, each online once: 4 deliveries each.
+    assert!(
+        stdout.contains("sends            20 acked, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("deliveries       80 MESSAGE_CREATE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sessions lost 0"), "{stdout}");
+    assert!(stdout.contains("send-to-deliver  p50"), "{stdout}");
+
+    // A server that is not there is named.
+    let output = Command::new(env!("CARGO_BIN_EXE_chatload"))
+        .args([
+            "--api",
+            "127.0.0.1:9",
+            "--users",
+            "1",
+            "--quiet",
+            "--directory",
+        ])
+        .arg(&directory)
+        .output()
+        .expect("chatload runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the API at --api 127.0.0.1:9 does not answer"),
+        "{stderr}"
+    );
+}
+
+/// The rows each ring node reports on lines `chatd ring node N {verb} R rows`, in node order.
+fn ring_rows(lines: &[String], verb: &str) -> Vec<usize> {
+    lines
+        .iter()
+        .filter(|line| line.starts_with("chatd ring node "))
+        .filter_map(|line| {
+            let (_, after) = line.split_once(&format!(" {verb} "))?;
+            after.strip_suffix(" rows")?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_history() {
+    // 1. Five messages into a fresh chatd, then Ctrl-C.
+    let mut chatd = Chatd::start();
+    assert_eq!(ring_rows(&chatd.banner, "replayed"), vec![0, 0, 0]);
+    let channel = chatd.first_channel();
+    let user = chatd
+        .directory
+        .users
+        .values()
+        .next()
+        .expect("a user")
+        .clone();
+    let auth = format!("Bot {}", user.token);
+    let path = format!("/api/v10/channels/{channel}/messages");
+    for n in 0..5 {
+        let body = json!({ "content": format!("kept {n}") })
+            .to_string()
+            .into_bytes();
+        let (status, _) = http_request(
+            chatd.api,
+            Method::POST,
+            &path,
+            Some(&auth),
+            Some(body),
+            TIMEOUT,
+        )
+        .await
+        .expect("the API answers");
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, said) = chatd.stop();
+    assert!(status.success());
+
+    // 2. Every write reached at least a quorum of memtables, and each node flushed what it
+    //    held: 5 rows on every replica that took all five (3 replicas, RF 3).
+    let flushed = ring_rows(&said, "flushed");
+    assert_eq!(flushed.len(), 3, "{said:?}");
+    assert!(
+        flushed.iter().filter(|&&rows| rows == 5).count() >= 2,
+        "{said:?}"
+    );
+
+    // 3. A restart replays nothing from the commit logs and still serves the history.
+    let data = std::mem::replace(&mut chatd._data, tempfile::tempdir().expect("temp dir"));
+    drop(chatd);
+    let mut chatd = Chatd::start_in(data);
+    assert_eq!(ring_rows(&chatd.banner, "replayed"), vec![0, 0, 0]);
+    let read = format!("{path}?limit=10");
+    let (status, bytes) = http_request(chatd.api, Method::GET, &read, Some(&auth), None, TIMEOUT)
+        .await
+        .expect("the API answers");
+    assert_eq!(status, StatusCode::OK);
+    let history: Vec<Value> = serde_json::from_slice(&bytes).expect("an array");
+    let contents: Vec<&str> = history
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        contents,
+        vec!["kept 4", "kept 3", "kept 2", "kept 1", "kept 0"]
+    );
+
+    // 4. The metrics endpoint answers in the Prometheus text format.
+    let metrics = chatd
+        .banner
+        .iter()
+        .find_map(|line| addr_after(line, "chatd metrics http://"))
+        .expect("metrics address printed");
+    let (status, bytes) = http_request(metrics, Method::GET, "/metrics", None, None, TIMEOUT)
+        .await
+        .expect("metrics answer");
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("# TYPE chat_store_read_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("chat_store_read_seconds_count "), "{text}");
+    assert!(chatd.stop().0.success());
 }

@@ -55,6 +55,7 @@ fn directory() -> Directory {
                 name: "general".into(),
             }],
             members: members.iter().copied().collect(),
+            owner_id: members[0],
         };
         (id, guild)
     };

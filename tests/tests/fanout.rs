@@ -13,7 +13,7 @@ use chat_system::cluster::Topology;
 use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::net::{http_request, FlushIfDirty};
-use chat_system::{api, gateway, guild};
+use chat_system::{api, data, gateway, guild};
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Method, StatusCode};
 use madsim::runtime::Handle;
@@ -42,8 +42,9 @@ async fn listen(addr: SocketAddr) -> TcpListener {
 fn start_roles(ring: &RingCluster, directory: &Directory) -> Topology {
     let topology = Topology {
         ring: ring.addrs.clone(),
-        api: SocketAddr::new(ip(2, 1), 8080),
-        guild: SocketAddr::new(ip(3, 1), 7100),
+        api: vec![SocketAddr::new(ip(2, 1), 8080)],
+        guild: vec![SocketAddr::new(ip(3, 1), 7100)],
+        data: vec![SocketAddr::new(ip(5, 1), 7300)],
         gateway_http: SocketAddr::new(ip(4, 1), 8081),
         gateway_rpc: SocketAddr::new(ip(4, 1), 7200),
     };
@@ -52,10 +53,10 @@ fn start_roles(ring: &RingCluster, directory: &Directory) -> Topology {
     handle
         .create_node()
         .name("guild")
-        .ip(topology.guild.ip())
+        .ip(topology.guild[0].ip())
         .init(move || {
-            let config = t.guild_config(SharedDirectory::new(d.clone()), NodeClock::new());
-            let addr = t.guild;
+            let config = t.guild_config(0, SharedDirectory::new(d.clone()), NodeClock::new());
+            let addr = t.guild[0];
             async move { guild::run(listen(addr).await, config).await }
         })
         .build();
@@ -71,14 +72,24 @@ fn start_roles(ring: &RingCluster, directory: &Directory) -> Topology {
             async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
         })
         .build();
+    let t = topology.clone();
+    handle
+        .create_node()
+        .name("data")
+        .ip(topology.data[0].ip())
+        .init(move || {
+            let (store, addr) = (t.data_store(NodeClock::new()), t.data[0]);
+            async move { data::run(listen(addr).await, store).await }
+        })
+        .build();
     let (t, d) = (topology.clone(), directory.clone());
     handle
         .create_node()
         .name("api")
-        .ip(topology.api.ip())
+        .ip(topology.api[0].ip())
         .init(move || {
-            let config = t.api_config(SharedDirectory::new(d.clone()), NodeClock::new());
-            let addr = t.api;
+            let config = t.api_config(0, SharedDirectory::new(d.clone()), NodeClock::new());
+            let addr = t.api[0];
             async move { api::run(listen(addr).await, config).await }
         })
         .build();
@@ -240,7 +251,7 @@ fn fan_out(seed: u64, drop_after: fn(usize) -> Option<usize>) -> (Vec<u64>, Vec<
 
         // 2. Every session identifies, then the senders post concurrently.
         let expected = SENDERS * MESSAGES_PER_SENDER;
-        let (gateway, api) = (topology.gateway_http, topology.api);
+        let (gateway, api) = (topology.gateway_http, topology.api[0]);
         let (mut acked, seen) = ring
             .on_client(async move {
                 let (ready_tx, mut ready_rx) = mpsc::channel(SESSIONS);

@@ -19,6 +19,7 @@ fn message(channel_id: u64, message_id: u64, content: &str) -> StoredMessage {
         author_id: 1,
         content: content.to_string(),
         nonce: None,
+        edited_ms: None,
     }
 }
 

@@ -45,6 +45,7 @@ async fn write_messages(
             author_id: 1,
             content: format!("message {n}"),
             nonce: None,
+            edited_ms: None,
         };
         if store.put(&message, clock.now_us()).await.is_ok() {
             acked.push(message.message_id);
@@ -265,6 +266,7 @@ fn with_two_replicas_down_writes_are_unavailable_not_timed_out() {
                         author_id: 1,
                         content: format!("m{n}"),
                         nonce: None,
+                        edited_ms: None,
                     };
                     outcomes.push(store.put(&message, clock.now_us()).await);
                 }
@@ -575,6 +577,7 @@ fn a_quorum_range_delete_hides_its_slice_from_quorum_reads() {
                     author_id: 1,
                     content: "written after the delete".into(),
                     nonce: None,
+                    edited_ms: None,
                 };
                 store.put(&again, deleted_at_us + 1).await.expect("a put");
                 let seen = history_ids(&store, &[channel]).await;

@@ -1,8 +1,10 @@
 //! `chatd`: every role of the chat system in one process on real tokio, on loopback ports.
 //!
-//! Three ring nodes (each with its own data directory), the guild role, the gateway and the
-//! REST API. The directory of users, tokens, guilds and channels is generated on first start
-//! and kept in the data dir, so a restart serves the same accounts and their history.
+//! Three ring nodes (each with its own data directory), three guild nodes (guilds placed by
+//! a consistent-hash ring), two data-service nodes (reads placed by channel), the gateway and
+//! two REST API nodes (the first one at the documented port). The directory of users, tokens,
+//! guilds and channels is generated on first start and kept in the data dir, so a restart
+//! serves the same accounts and their history.
 
 #[cfg(madsim)]
 fn main() {
@@ -36,9 +38,13 @@ mod real {
     use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
     use chat_system::env::clock::NodeClock;
     use chat_system::env::disk::{Disk, RealDisk};
-    use chat_system::{api, gateway, guild, ring};
+    use chat_system::{api, data, gateway, guild, ring};
     use clap::Parser;
     use tokio::net::TcpListener;
+
+    const API_NODES: u16 = 2;
+    const GUILD_NODES: u16 = 3;
+    const DATA_NODES: u16 = 2;
 
     /// Run the chat system's roles in one process on real tokio.
     #[derive(Debug, Parser)]
@@ -50,12 +56,13 @@ mod real {
         /// The address every role listens on.
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
-        /// First port: ring nodes at +1..+3, API at +10, gateway at +20 (dispatch +21), guild
-        /// at +30 (so at most 65505). 0 gives every role an ephemeral port.
+        /// First port: ring nodes at +1..+3, API nodes at +10 and +11, gateway at +20
+        /// (dispatch +21), guild nodes at +30..+32, data-service nodes at +40 and +41, metrics
+        /// at +50 (so at most 65485). 0 gives every role an ephemeral port.
         #[arg(
             long,
             default_value_t = 7700,
-            value_parser = clap::value_parser!(u16).range(..=65505)
+            value_parser = clap::value_parser!(u16).range(..=65485)
         )]
         port_base: u16,
         /// Users in a newly generated directory (ignored when the data dir has one).
@@ -205,54 +212,97 @@ mod real {
         for i in 0..3u16 {
             ring_listeners.push(bind(host, base, 1 + i, "ring").await?);
         }
-        let api_listener = bind(host, base, 10, "api").await?;
+        let mut api_listeners = Vec::new();
+        for i in 0..API_NODES {
+            api_listeners.push(bind(host, base, 10 + i, "api").await?);
+        }
         let gateway_listener = bind(host, base, 20, "gateway").await?;
         let dispatch_listener = bind(host, base, 21, "gateway dispatch").await?;
-        let guild_listener = bind(host, base, 30, "guild").await?;
+        let mut guild_listeners = Vec::new();
+        for i in 0..GUILD_NODES {
+            guild_listeners.push(bind(host, base, 30 + i, "guild").await?);
+        }
+        let mut data_listeners = Vec::new();
+        for i in 0..DATA_NODES {
+            data_listeners.push(bind(host, base, 40 + i, "data service").await?);
+        }
+        let metrics_listener = bind(host, base, 50, "metrics").await?;
+        let metrics_addr = local(&metrics_listener)?;
+        tokio::spawn(chat_system::metrics::serve(metrics_listener));
+        let all = |listeners: &[TcpListener]| -> Result<Vec<SocketAddr>, String> {
+            listeners.iter().map(local).collect()
+        };
         let topology = Topology {
-            ring: ring_listeners.iter().map(local).collect::<Result<_, _>>()?,
-            api: local(&api_listener)?,
-            guild: local(&guild_listener)?,
+            ring: all(&ring_listeners)?,
+            api: all(&api_listeners)?,
+            guild: all(&guild_listeners)?,
+            data: all(&data_listeners)?,
             gateway_http: local(&gateway_listener)?,
             gateway_rpc: local(&dispatch_listener)?,
         };
 
-        // 3. Start the roles.
+        // 3. Start the roles. Ring nodes stop on the stop signal, flushing their memtables.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut ring_nodes = Vec::new();
         for (index, listener) in ring_listeners.into_iter().enumerate() {
             let dir = data_dir.join(format!("ring-{}", index + 1));
             let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(&dir).map_err(|e| e.to_string())?);
             let config = topology.ring_config(index, disk, NodeClock::new());
-            say!(
-                "chatd ring node {} at {} data {}",
-                index + 1,
-                config.addr,
-                dir.display()
-            );
+            let addr = config.addr;
             // Open (replay) before serving anything, so a damaged disk stops chatd before
             // it says it is ready.
             let node = ring::node::open(config).map_err(|e| {
                 format!("ring node {} cannot open {}: {e}", index + 1, dir.display())
             })?;
-            tokio::spawn(async move {
-                if let Err(error) = node.serve(listener).await {
-                    eprintln!("chatd: ring node {} failed: {error}", index + 1);
-                    std::process::exit(1);
+            say!(
+                "chatd ring node {} at {addr} data {} replayed {} rows",
+                index + 1,
+                dir.display(),
+                node.memtable_rows()
+            );
+            let mut stop = stop_rx.clone();
+            ring_nodes.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|&stop| stop).await;
+                };
+                match node.serve_until(listener, stopped).await {
+                    Ok(report) => report,
+                    Err(error) => {
+                        eprintln!("chatd: ring node {} failed: {error}", index + 1);
+                        std::process::exit(1);
+                    }
                 }
-            });
+            }));
         }
-        let guild_config = topology.guild_config(shared.clone(), NodeClock::new());
-        tokio::spawn(guild::run(guild_listener, guild_config));
+        for (index, listener) in guild_listeners.into_iter().enumerate() {
+            let config = topology.guild_config(index, shared.clone(), NodeClock::new());
+            tokio::spawn(guild::run(listener, config));
+        }
+        for listener in data_listeners {
+            let store = topology.data_store(NodeClock::new());
+            tokio::spawn(data::run(listener, store));
+        }
         let gateway_config = topology.gateway_config(shared.clone(), args.heartbeat_interval_ms);
         tokio::spawn(gateway::run(
             gateway_listener,
             dispatch_listener,
             gateway_config,
         ));
-        let api_config = topology.api_config(shared.clone(), NodeClock::new());
-        tokio::spawn(api::run(api_listener, api_config));
+        for (index, listener) in api_listeners.into_iter().enumerate() {
+            let config = topology.api_config(index, shared.clone(), NodeClock::new());
+            tokio::spawn(api::run(listener, config));
+        }
 
         // 4. Say where everything is, then wait for Ctrl-C.
-        say!("chatd api http://{}/api/v10", topology.api);
+        for api in &topology.api {
+            say!("chatd api http://{api}/api/v10");
+        }
+        for guild in &topology.guild {
+            say!("chatd guild node {guild}");
+        }
+        for data in &topology.data {
+            say!("chatd data node {data}");
+        }
         say!("chatd gateway {}", topology.gateway_url());
         say!(
             "chatd directory {}",
@@ -279,11 +329,26 @@ mod real {
                 members.join(",")
             );
         }
+        say!("chatd metrics http://{metrics_addr}/metrics");
         say!("chatd ready");
         tokio::signal::ctrl_c()
             .await
             .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+
+        // 5. Stop: every ring node flushes its memtable, so a restart replays nothing.
         say!("chatd stopping");
+        let _ = stop_tx.send(true);
+        for (index, node) in ring_nodes.into_iter().enumerate() {
+            let report = node
+                .await
+                .map_err(|e| format!("ring node {} did not stop: {e}", index + 1))?;
+            say!(
+                "chatd ring node {} flushed {} rows",
+                index + 1,
+                report.rows_flushed
+            );
+        }
+        say!("chatd stopped");
         Ok(())
     }
 }

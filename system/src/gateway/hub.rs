@@ -382,7 +382,20 @@ impl Hub {
     }
 
     /// Takes a batch of guild events, in order.
+    #[cfg(test)]
     pub fn dispatch(&mut self, events: Vec<GatewayEvent>, bounds: HubBounds) {
+        self.dispatch_with(events, bounds, |_, _| true);
+    }
+
+    /// [`Hub::dispatch`], calling `before_delivery` with each new event before its guild's
+    /// sessions get it (a directory event changes who follows the guild); the event goes to
+    /// the guild's sessions only if it answers true.
+    pub fn dispatch_with(
+        &mut self,
+        events: Vec<GatewayEvent>,
+        bounds: HubBounds,
+        mut before_delivery: impl FnMut(&mut Hub, &GatewayEvent) -> bool,
+    ) {
         for event in events {
             // 1. A resent event repeats one taken; a restarted guild starts a new epoch.
             let position = (event.guild_epoch, event.guild_seq);
@@ -395,6 +408,9 @@ impl Hub {
                 continue;
             }
             self.last_guild_seq.insert(event.guild_id, position);
+            if !before_delivery(self, &event) {
+                continue;
+            }
             let followers: Vec<String> = self
                 .by_guild
                 .get(&event.guild_id)

@@ -32,6 +32,7 @@
 //! messages, `GET /gateway/bot`'s session start limits.
 
 mod connection;
+mod directory_events;
 mod hub;
 pub mod protocol;
 
@@ -215,7 +216,12 @@ impl GatewayHandle {
     /// Delivers guild events, in order, to the sessions of their guilds.
     pub fn dispatch(&self, events: Vec<GatewayEvent>) -> GatewayResponse {
         let bounds = self.gateway.bounds();
-        self.gateway.hub().dispatch(events, bounds);
+        let directory = &self.gateway.config.directory;
+        self.gateway
+            .hub()
+            .dispatch_with(events, bounds, |hub, event| {
+                directory_events::apply(directory, hub, event, bounds)
+            });
         GatewayResponse::Accepted
     }
 

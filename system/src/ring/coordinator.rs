@@ -40,6 +40,7 @@ use super::node::{digest, RingNode, RingRequest, RingResponse};
 use super::{reconcile_slice, Consistency, Mutation, PartitionQuery, RangeTombstone, Row};
 use super::{RowKey, StoreError};
 use super::{READ_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::metrics;
 
 /// Rounds of short-read protection before a read settles for what it has.
 const SHORT_READ_ROUNDS_MAX: usize = 8;
@@ -394,6 +395,9 @@ impl RingNode {
                 }
             }
         }
+        metrics::registry()
+            .read_repairs
+            .inc_by(u64::try_from(repairs.len()).unwrap_or(u64::MAX));
         let writes = repairs.into_iter().map(|(replica, mutation)| {
             match &mutation {
                 Mutation::Row(row) => {

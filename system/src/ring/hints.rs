@@ -89,6 +89,7 @@ impl HintStore {
                 store.pending.insert(addr, rows);
             }
         }
+        pending_gauge().inc_by(count_i64(store.pending_count()));
         Ok(store)
     }
 
@@ -138,6 +139,7 @@ impl HintStore {
         self.disk.append(&name, &frame(&row)?)?;
         self.disk.sync(&name)?;
         self.pending.entry(target).or_default().push(row);
+        pending_gauge().inc();
         Ok(true)
     }
 
@@ -164,7 +166,8 @@ impl HintStore {
         let Some(rows) = self.pending.get_mut(&target) else {
             return Ok(());
         };
-        rows.drain(..count.min(rows.len()));
+        let drained = rows.drain(..count.min(rows.len())).count();
+        pending_gauge().dec_by(count_i64(drained));
         let name = hint_file(target);
         if rows.is_empty() {
             self.pending.remove(&target);
@@ -191,6 +194,22 @@ impl HintStore {
     }
 }
 
+/// A store that goes away (its node stopped or crashed) takes its hints out of the gauge; the
+/// next open of its disk puts back what survived.
+impl Drop for HintStore {
+    fn drop(&mut self) {
+        pending_gauge().dec_by(count_i64(self.pending_count()));
+    }
+}
+
+fn pending_gauge() -> &'static prometheus_client::metrics::gauge::Gauge {
+    &crate::metrics::registry().hints_pending
+}
+
+fn count_i64(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
 fn parse_target(text: &str) -> Option<SocketAddr> {
     let (ip, port) = text.rsplit_once('-')?;
     let ip: std::net::IpAddr = ip.replace('_', ":").parse().ok()?;
@@ -212,6 +231,7 @@ mod tests {
             author_id: 1,
             content: "x".into(),
             nonce: None,
+            edited_ms: None,
         };
         Mutation::Row(Row {
             key: RowKey {

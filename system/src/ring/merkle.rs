@@ -156,6 +156,7 @@ fn row_bytes(row: &Row) -> Vec<u8> {
         author_id,
         content,
         nonce,
+        edited_ms,
     } = message;
     out.push(1);
     for id in [channel_id, message_id, guild_id, author_id] {
@@ -168,6 +169,11 @@ fn row_bytes(row: &Row) -> Vec<u8> {
             put_str(&mut out, nonce);
         }
         None => out.push(0),
+    }
+    // An edit time adds bytes only when present, so a never-edited row digests as before.
+    if let Some(edited_ms) = edited_ms {
+        out.push(2);
+        out.extend_from_slice(&edited_ms.to_le_bytes());
     }
     out
 }
@@ -375,6 +381,7 @@ mod tests {
                     author_id: 4,
                     content: content.into(),
                     nonce: None,
+                    edited_ms: None,
                 }),
             },
         }

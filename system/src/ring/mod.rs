@@ -304,6 +304,7 @@ mod tests {
             author_id: 4,
             content: content.into(),
             nonce: None,
+            edited_ms: None,
         }
     }
 

@@ -21,6 +21,7 @@
 //! A node of the older protocol would not understand the new variants; the ring is upgraded
 //! all at once.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use super::repair::RepairReport;
 use super::{Consistency, Mutation, PartitionQuery, RangeTombstone, Row, Slice, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
+use crate::metrics;
 use crate::rpc::{serve_rpc, RpcClient};
 
 /// A request to a ring node.
@@ -217,7 +219,51 @@ pub fn open(config: RingNodeConfig) -> std::io::Result<OpenRingNode> {
     })
 }
 
+/// What a ring node did when it was stopped on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Rows the final flush wrote to a sorted table (range deletions not counted).
+    pub rows_flushed: usize,
+    /// The sorted table the flush wrote, if the memtable held anything.
+    pub generation: Option<u64>,
+}
+
 impl OpenRingNode {
+    /// Rows in the memtable: right after the open, the rows the commit log replayed.
+    pub fn memtable_rows(&self) -> usize {
+        self.node
+            .engine
+            .try_lock()
+            .map_or(0, |engine| engine.memtable_rows())
+    }
+
+    /// Serves on `listener` until `stop` completes, then stops cleanly: it takes no more
+    /// requests and flushes the memtable to a sorted table, which drops the commit log the
+    /// table covers, so the next start replays nothing. A request in flight at the stop is
+    /// abandoned (its caller sees an unknown outcome, as with a crash).
+    pub async fn serve_until(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<StopReport> {
+        let engine = self.node.engine.clone();
+        tokio::select! {
+            biased;
+            () = stop => {}
+            served = self.serve(listener) => {
+                served?;
+            }
+        }
+        let mut engine = engine.lock().await;
+        let rows_flushed = engine.memtable_rows();
+        let generation = engine.flush()?;
+        engine.sync()?;
+        Ok(StopReport {
+            rows_flushed,
+            generation,
+        })
+    }
+
     /// Serves on `listener` until the task is dropped or a commit log sync fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let addr = self.node.addr;
@@ -263,7 +309,12 @@ impl RingNode {
     pub(super) async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
         match request {
             RingRequest::Write { row, consistency } => {
-                self.coordinate_write(Mutation::Row(row), consistency).await
+                let start = tokio::time::Instant::now();
+                let answer = self.coordinate_write(Mutation::Row(row), consistency).await;
+                metrics::registry()
+                    .store_write_seconds
+                    .observe(metrics::seconds_since(start));
+                answer
             }
             RingRequest::WriteRange {
                 tombstone,
@@ -273,7 +324,12 @@ impl RingNode {
                 self.coordinate_write(mutation, consistency).await
             }
             RingRequest::Read { query, consistency } => {
-                self.coordinate_read(query, consistency).await
+                let start = tokio::time::Instant::now();
+                let answer = self.coordinate_read(query, consistency).await;
+                metrics::registry()
+                    .store_read_seconds
+                    .observe(metrics::seconds_since(start));
+                answer
             }
             RingRequest::ReplicaWrite { row } => self.apply_local(Mutation::Row(row)).await,
             RingRequest::ReplicaWriteRange { tombstone } => {

@@ -764,6 +764,7 @@ mod tests {
             author_id: 1,
             content: content.into(),
             nonce: None,
+            edited_ms: None,
         };
         Row {
             key: key(message_id),

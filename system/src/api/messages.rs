@@ -1,0 +1,459 @@
+//! Messages: create, history, edit and delete, as Discord v10 serves them.
+//!
+//! - `POST /channels/{c}/messages`: `content` (1–2000 characters, not only whitespace),
+//!   `nonce` (a string or an integer, up to 25 characters) and `enforce_nonce`. With
+//!   `enforce_nonce`, a send by the same author with the same nonce in the channel within the
+//!   guild's window answers the first message and makes none (see [`crate::guild::nonce`]).
+//! - `GET /channels/{c}/messages`: at most one of `before`, `after`, `around`, and `limit`
+//!   1–100 (default 50); newest first. `after` gives the `limit` messages right after the id,
+//!   `around` `limit / 2` newer ones and the rest at or before it, the message included.
+//! - `PATCH /channels/{c}/messages/{m}`: `content`, by the author only (403 / 50005); answers
+//!   the message with `edited_timestamp` set.
+//! - `DELETE /channels/{c}/messages/{m}`: by the author only (403 / 50013); 204.
+//!
+//! A body must be JSON (50109 with serde's line and column otherwise) and may hold only the
+//! fields above (50035 naming the unknown one). `tts` is refused; `allowed_mentions` is
+//! accepted and ignored, as mentions are not modelled.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{parse_snowflake, Api, ApiError, CONTENT_CHARS_MAX, NONCE_CHARS_MAX};
+use crate::directory::User;
+use crate::guild::{GuildRequest, GuildResponse};
+use crate::model::MessageView;
+use crate::ring::client::{HistoryAnchor, HistoryPage};
+
+/// The body of a create-message request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMessage {
+    content: String,
+    nonce: Option<serde_json::Value>,
+    #[serde(default)]
+    enforce_nonce: bool,
+    #[serde(default)]
+    tts: bool,
+    #[serde(default, rename = "allowed_mentions")]
+    _allowed_mentions: Option<serde_json::Value>,
+}
+
+/// The body of an edit-message request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditMessage {
+    content: String,
+    #[serde(default, rename = "allowed_mentions")]
+    _allowed_mentions: Option<serde_json::Value>,
+}
+
+/// A JSON body as `T`: 50109 if it is not JSON (with serde's line and column), 50035 naming
+/// the field if it does not fit `T`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        let message = format!("The request body contains invalid JSON: {e}");
+        ApiError::new(StatusCode::BAD_REQUEST, 50109, message)
+    })?;
+    serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        let field = text
+            .split('`')
+            .nth(1)
+            .filter(|_| text.contains("field"))
+            .unwrap_or("_root");
+        ApiError::invalid_form(field, "BASE_TYPE_INVALID", text.clone())
+    })
+}
+
+/// Content rules of create and edit: not blank, at most 2000 characters.
+fn check_content(content: &str) -> Result<(), ApiError> {
+    if content.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            50006,
+            "Cannot send an empty message",
+        ));
+    }
+    let chars = content.chars().count();
+    if chars > CONTENT_CHARS_MAX {
+        let problem = format!("Must be {CONTENT_CHARS_MAX} or fewer in length (got {chars}).");
+        return Err(ApiError::invalid_form(
+            "content",
+            "BASE_TYPE_MAX_LENGTH",
+            problem,
+        ));
+    }
+    Ok(())
+}
+
+fn parse_create(body: &[u8]) -> Result<CreateMessage, ApiError> {
+    let create: CreateMessage = parse_json(body)?;
+    check_content(&create.content)?;
+    if create.tts {
+        return Err(ApiError::invalid_form(
+            "tts",
+            "BASE_TYPE_CHOICES",
+            "Text-to-speech is not supported.",
+        ));
+    }
+    Ok(create)
+}
+
+fn nonce_string(nonce: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    let nonce = match nonce {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(_) => {
+            return Err(ApiError::invalid_form(
+                "nonce",
+                "BASE_TYPE_INVALID",
+                "Must be a string or an integer.",
+            ))
+        }
+    };
+    if nonce.chars().count() > NONCE_CHARS_MAX {
+        let problem = format!("Must be {NONCE_CHARS_MAX} or fewer in length.");
+        return Err(ApiError::invalid_form(
+            "nonce",
+            "BASE_TYPE_MAX_LENGTH",
+            problem,
+        ));
+    }
+    Ok(Some(nonce))
+}
+
+/// The body as JSON bytes: 413 past the size limit, 415 if it is declared as something else.
+pub fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, 40005, "Request entity too large")
+        } else {
+            ApiError::new(status, 0, rejection.body_text())
+        }
+    })?;
+    let declared = headers.get("content-type").and_then(|v| v.to_str().ok());
+    if declared.is_some_and(|v| !v.trim_start().starts_with("application/json")) {
+        let message = "Content-Type must be application/json";
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            0,
+            message,
+        ));
+    }
+    Ok(body)
+}
+
+/// `POST /channels/{c}/messages`.
+pub(super) async fn create(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MessageView>, ApiError> {
+    // 1. Where, and what.
+    let channel_id = parse_snowflake("channel_id", &channel_id)?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
+    let body = json_body(&headers, body)?;
+    let create = parse_create(&body)?;
+    let nonce = nonce_string(create.nonce)?;
+
+    // 2. The guild orders, stores and fans out (or answers the first send of a nonce).
+    let request = GuildRequest::CreateMessage {
+        channel_id,
+        author_id: user.id,
+        content: create.content,
+        nonce,
+        enforce_nonce: create.enforce_nonce,
+    };
+    match api.call_guild(guild_id, &request).await? {
+        GuildResponse::Created(message) => Ok(Json(MessageView::of(&message, &user.username))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `PATCH /channels/{c}/messages/{m}`.
+pub(super) async fn edit(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path((channel_id, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MessageView>, ApiError> {
+    let channel_id = parse_snowflake("channel_id", &channel_id)?;
+    let message_id = parse_snowflake("message_id", &message_id)?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
+    let body = json_body(&headers, body)?;
+    let edit: EditMessage = parse_json(&body)?;
+    check_content(&edit.content)?;
+
+    let request = GuildRequest::EditMessage {
+        channel_id,
+        message_id,
+        actor_id: user.id,
+        content: edit.content,
+    };
+    match api.call_guild(guild_id, &request).await? {
+        GuildResponse::Updated(message) => Ok(Json(MessageView::of(&message, &user.username))),
+        GuildResponse::NotAuthor => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            50005,
+            "Cannot edit a message authored by another user",
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `DELETE /channels/{c}/messages/{m}`.
+pub(super) async fn delete(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path((channel_id, message_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let channel_id = parse_snowflake("channel_id", &channel_id)?;
+    let message_id = parse_snowflake("message_id", &message_id)?;
+    let guild_id = api.authorize_channel(&user, channel_id).await?;
+
+    let request = GuildRequest::DeleteMessage {
+        channel_id,
+        message_id,
+        actor_id: user.id,
+    };
+    match api.call_guild(guild_id, &request).await? {
+        GuildResponse::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        GuildResponse::NotAuthor => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            50013,
+            "Missing Permissions",
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A guild answer that does not fit the request: a bug between the roles.
+pub(super) fn unexpected(answer: &GuildResponse) -> ApiError {
+    tracing::error!(?answer, "guild_answer_unexpected");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        0,
+        "the guild service gave an unexpected answer",
+    )
+}
+
+/// The query of a history request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryParams {
+    before: Option<String>,
+    after: Option<String>,
+    around: Option<String>,
+    limit: Option<String>,
+}
+
+/// `limit`: 1–100, default 50.
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    let Some(text) = limit else {
+        return Ok(50);
+    };
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let problem = format!("Value \"{text}\" is not int.");
+        return Err(ApiError::invalid_form(
+            "limit",
+            "NUMBER_TYPE_COERCE",
+            problem,
+        ));
+    }
+    let too_big = || {
+        let problem = "int value should be less than or equal to 100.";
+        ApiError::invalid_form("limit", "NUMBER_TYPE_MAX", problem)
+    };
+    if text.starts_with('-') || text.parse::<u64>().is_ok_and(|n| n == 0) {
+        let problem = "int value should be greater than or equal to 1.";
+        return Err(ApiError::invalid_form("limit", "NUMBER_TYPE_MIN", problem));
+    }
+    let limit: usize = text.parse().map_err(|_| too_big())?;
+    if limit > 100 {
+        return Err(too_big());
+    }
+    Ok(limit)
+}
+
+fn parse_history(params: &HistoryParams) -> Result<(HistoryAnchor, usize), ApiError> {
+    let limit = parse_limit(params.limit.as_deref())?;
+    let anchors = [
+        ("before", &params.before),
+        ("after", &params.after),
+        ("around", &params.around),
+    ];
+    let given: Vec<(&str, &String)> = anchors
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (*name, v)))
+        .collect();
+    let anchor = match given.as_slice() {
+        [] => HistoryAnchor::Latest,
+        [("before", text)] => HistoryAnchor::Before(parse_snowflake("before", text)?),
+        [("after", text)] => HistoryAnchor::After(parse_snowflake("after", text)?),
+        [(field, text)] => HistoryAnchor::Around(parse_snowflake(field, text)?),
+        [_, (second, _), ..] => {
+            let problem = "before, after and around are mutually exclusive.";
+            return Err(ApiError::invalid_form(second, "BASE_TYPE_INVALID", problem));
+        }
+    };
+    Ok((anchor, limit))
+}
+
+/// `GET /channels/{c}/messages`.
+pub(super) async fn history(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path(channel_id): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<Vec<MessageView>>, ApiError> {
+    let channel_id = parse_snowflake("channel_id", &channel_id)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::invalid_form("_query", "BASE_TYPE_INVALID", e.body_text()))?;
+    let (anchor, limit) = parse_history(&params)?;
+    api.authorize_channel(&user, channel_id).await?;
+
+    let page = HistoryPage {
+        channel_id,
+        anchor,
+        limit,
+    };
+    let messages = api.read_history(page).await?;
+    let directory = api.directory().read();
+    let views = messages
+        .iter()
+        .map(|m| MessageView::of(m, directory.username(m.author_id)));
+    Ok(Json(views.collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn detail(error: &ApiError, field: &str) -> String {
+        error.body()["errors"][field]["_errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn create_body_errors_name_the_field() {
+        let err = parse_create(br#"{"content": ""}"#).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (50006, "Cannot send an empty message")
+        );
+        let err = parse_create(br#"{"content": "hi", "colour": 1}"#).unwrap_err();
+        assert_eq!(err.code, 50035);
+        assert!(
+            detail(&err, "colour").contains("unknown field"),
+            "{:?}",
+            err.body()
+        );
+        let long = format!(r#"{{"content": "{}"}}"#, "x".repeat(2001));
+        let err = parse_create(long.as_bytes()).unwrap_err();
+        assert!(
+            detail(&err, "content").contains("2000 or fewer"),
+            "{:?}",
+            err.body()
+        );
+        assert_eq!(parse_create(br#"{"content": "hi"}"#).unwrap().content, "hi");
+        let err = parse_create(br#"{"content": "   "}"#).unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, 50006));
+        let err = parse_create(b"{").unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, 50109));
+        assert_eq!(err.message.matches("line 1").count(), 1, "{}", err.message);
+        let err = parse_create(br#"{"content": 5}"#).unwrap_err();
+        assert_eq!(err.code, 50035);
+    }
+
+    #[test]
+    fn nonce_accepts_strings_and_integers_up_to_25() {
+        assert_eq!(
+            nonce_string(Some(json!("abc"))).unwrap(),
+            Some("abc".to_string())
+        );
+        assert_eq!(
+            nonce_string(Some(json!(42))).unwrap(),
+            Some("42".to_string())
+        );
+        assert!(nonce_string(Some(json!("x".repeat(25)))).is_ok());
+        let err = nonce_string(Some(json!("x".repeat(26)))).unwrap_err();
+        assert!(detail(&err, "nonce").contains("25 or fewer"));
+        assert!(nonce_string(Some(json!([1]))).is_err());
+        assert!(nonce_string(Some(json!(1.5))).is_err());
+    }
+
+    #[test]
+    fn history_limit_is_bounded() {
+        let params = |limit: &str| HistoryParams {
+            limit: Some(limit.into()),
+            ..HistoryParams::default()
+        };
+        assert_eq!(parse_history(&params("100")).unwrap().1, 100);
+        assert_eq!(
+            parse_history(&HistoryParams::default()).unwrap(),
+            (HistoryAnchor::Latest, 50)
+        );
+        let problem = |limit: &str| {
+            let error = parse_history(&params(limit)).unwrap_err();
+            assert_eq!((error.status, error.code), (StatusCode::BAD_REQUEST, 50035));
+            let body = error.body();
+            body["errors"]["limit"]["_errors"][0]["code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(problem("0"), "NUMBER_TYPE_MIN");
+        assert_eq!(problem("-1"), "NUMBER_TYPE_MIN");
+        assert_eq!(problem("101"), "NUMBER_TYPE_MAX");
+        assert_eq!(problem("99999999999999999999"), "NUMBER_TYPE_MAX");
+        assert_eq!(problem("ten"), "NUMBER_TYPE_COERCE");
+    }
+
+    #[test]
+    fn history_anchors_are_snowflakes_and_exclusive() {
+        let at = |before: Option<&str>, after: Option<&str>, around: Option<&str>| {
+            parse_history(&HistoryParams {
+                before: before.map(Into::into),
+                after: after.map(Into::into),
+                around: around.map(Into::into),
+                limit: None,
+            })
+        };
+        assert_eq!(
+            at(Some("5"), None, None).unwrap().0,
+            HistoryAnchor::Before(5)
+        );
+        assert_eq!(
+            at(None, Some("6"), None).unwrap().0,
+            HistoryAnchor::After(6)
+        );
+        assert_eq!(
+            at(None, None, Some("7")).unwrap().0,
+            HistoryAnchor::Around(7)
+        );
+        let err = at(None, Some("x1"), None).unwrap_err();
+        assert_eq!(detail(&err, "after"), "Value \"x1\" is not snowflake.");
+        let err = at(Some("1"), Some("2"), None).unwrap_err();
+        assert!(detail(&err, "after").contains("mutually exclusive"));
+    }
+}
