@@ -451,6 +451,30 @@ async fn op9_invalid_session_past_the_buffer_or_for_a_wrong_session_then_identif
 }
 
 #[tokio::test]
+async fn op9_invalid_session_for_a_session_past_its_resume_window() {
+    let limits = GatewayLimits {
+        resume_window_ms: 300,
+        ..GatewayLimits::default()
+    };
+    let server = Server::start(limits).await;
+    let (ws, ready) = session(&server, "token-bob", 1).await;
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while server.handle.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.handle.session_count(), 0, "expired");
+    let mut ws = connect(&server).await;
+    let resume = json!({"op": 6, "d": {"token": "token-bob",
+        "session_id": ready["d"]["session_id"], "seq": 2}});
+    send_json(&mut ws, resume).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op": 9, "d": false, "s": null, "t": null})
+    );
+}
+
+#[tokio::test]
 async fn op9_invalid_session_when_a_guild_restarts_and_its_process_may_have_lost_events() {
     let mut server = Server::start(GatewayLimits::default()).await;
     let (mut ws, _) = session(&server, "token-bob", 1).await;
@@ -471,6 +495,7 @@ async fn op9_invalid_session_when_a_guild_restarts_and_its_process_may_have_lost
 async fn op7_reconnect_on_drain_closes_resumably_and_new_connections_are_told_at_once() {
     let server = Server::start(GatewayLimits::default()).await;
     let (mut ws, _) = session(&server, "token-bob", 1).await;
+    let mut opening = connect(&server).await;
     assert_eq!(server.handle.drain(), 1);
     let (code, _, before) = closed(&mut ws).await;
     assert_eq!(
@@ -483,6 +508,15 @@ async fn op7_reconnect_on_drain_closes_resumably_and_new_connections_are_told_at
         (1, 0),
         "the session waits for its resume"
     );
+
+    // A connection that had its Hello but had not identified is told when it identifies.
+    send_json(&mut opening, identify_payload("token-cat", ALL_INTENTS)).await;
+    let (code, _, before) = closed(&mut opening).await;
+    assert_eq!(
+        before,
+        vec![json!({"op": 7, "d": null, "s": null, "t": null})]
+    );
+    assert_eq!(code, 1012);
 
     let mut late = connect_with(&server, "?v=10").await;
     let (code, _, before) = closed(&mut late).await;

@@ -112,46 +112,95 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// One session: identify, report ready, then read `expected` MESSAGE_CREATEs; their
-/// (id, s) pairs in arrival order.
-async fn session(
-    gateway: SocketAddr,
-    token: String,
-    ready: mpsc::Sender<()>,
-    expected: usize,
-) -> Vec<(u64, u64)> {
-    // 1. Connect, Hello, Identify, READY, GUILD_CREATE.
+async fn open(gateway: SocketAddr) -> Ws {
     let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
     let url = format!("ws://{gateway}/gateway?v=10&encoding=json");
     let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
         .await
         .expect("websocket handshake");
     assert_eq!(next_json(&mut ws).await["op"], 10);
+    ws
+}
+
+async fn send(ws: &mut Ws, payload: Value) {
+    ws.send(Message::Text(payload.to_string().into()))
+        .await
+        .expect("payload sent");
+}
+
+/// What one session saw: MESSAGE_CREATE (id, s) pairs in arrival order, and every dispatch's
+/// `s` after GUILD_CREATE (RESUMED included).
+#[derive(Debug, Default)]
+struct Seen {
+    creates: Vec<(u64, u64)>,
+    s: Vec<u64>,
+    /// RESUMED's `s`, and how many MESSAGE_CREATEs the resume replayed before it.
+    resumed: Option<(u64, usize)>,
+}
+
+/// One session: identify, report ready, then read `expected` MESSAGE_CREATEs. With
+/// `drop_after = Some(k)` it drops its connection after the k-th, waits, and resumes on a new
+/// connection from the last `s` it saw.
+async fn session(
+    gateway: SocketAddr,
+    token: String,
+    ready: mpsc::Sender<()>,
+    expected: usize,
+    drop_after: Option<usize>,
+) -> Seen {
+    // 1. Connect, Hello, Identify, READY, GUILD_CREATE.
+    let mut ws = open(gateway).await;
     let identify = json!({"op": 2, "d": {
         "token": token, "intents": 513 | 32768,
         "properties": {"os": "sim", "browser": "fanout", "device": "fanout"},
     }});
-    ws.send(Message::Text(identify.to_string().into()))
-        .await
-        .expect("identify sent");
-    assert_eq!(next_json(&mut ws).await["t"], "READY");
+    send(&mut ws, identify).await;
+    let ready_payload = next_json(&mut ws).await;
+    assert_eq!(ready_payload["t"], "READY");
+    assert_eq!(
+        ready_payload["d"]["resume_gateway_url"],
+        format!("ws://{gateway}/gateway")
+    );
+    let session_id = ready_payload["d"]["session_id"].clone();
     assert_eq!(next_json(&mut ws).await["t"], "GUILD_CREATE");
     ready.send(()).await.expect("the test waits");
 
-    // 2. The messages, exactly as many as were sent.
-    let mut got = Vec::new();
-    while got.len() < expected {
+    // 2. The messages, exactly as many as were sent, across one resume if asked.
+    let mut seen = Seen::default();
+    let (mut last_s, mut resumed, mut saw_resumed) = (2, false, false);
+    while seen.creates.len() < expected || (resumed && !saw_resumed) {
+        if drop_after == Some(seen.creates.len()) && !resumed {
+            resumed = true;
+            drop(ws);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ws = open(gateway).await;
+            let resume = json!({"op": 6, "d": {
+                "token": token, "session_id": session_id, "seq": last_s,
+            }});
+            send(&mut ws, resume).await;
+            // A marker: the resume happened here.
+            seen.s.push(0);
+        }
         let payload = next_json(&mut ws).await;
+        let s = payload["s"].as_u64().expect("a dispatch has s");
+        seen.s.push(s);
+        last_s = s;
+        if payload["t"] == "RESUMED" {
+            saw_resumed = true;
+            let marker = seen.s.iter().position(|&s| s == 0).unwrap_or(0);
+            let replayed = seen.s.len() - marker - 2;
+            seen.resumed = Some((s, replayed));
+            continue;
+        }
         assert_eq!(payload["t"], "MESSAGE_CREATE", "{payload}");
         let id = payload["d"]["id"].as_str().and_then(|id| id.parse().ok());
-        let s = payload["s"].as_u64().expect("a dispatch has s");
-        got.push((id.expect("a snowflake id"), s));
+        seen.creates.push((id.expect("a snowflake id"), s));
     }
 
     // 3. Nothing more arrives: one extra would be a duplicate.
     let extra = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
     assert!(extra.is_err(), "an extra payload: {extra:?}");
-    got
+    seen
 }
 
 /// Posts `count` messages as `token` to `channel`, 20 ms apart; the acknowledged ids.
@@ -179,9 +228,11 @@ async fn sender(api: SocketAddr, token: String, channel: u64, count: usize) -> V
     acked
 }
 
-#[test]
-fn fanout_to_1000_sessions_of_one_guild_delivers_each_message_once_in_id_order() {
-    simulate(7, || async {
+/// Runs the cluster with `SESSIONS` sessions of one guild; `drop_after(i)` tells whether
+/// session `i` drops and resumes. Returns the acknowledged ids (sorted) and what each saw.
+fn fan_out(seed: u64, drop_after: fn(usize) -> Option<usize>) -> (Vec<u64>, Vec<Seen>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    simulate(seed, move || async move {
         // 1. The cluster: 1,000 users, all in one guild with one channel.
         let day_ago_ms = NodeClock::new().now_ms() - 24 * 60 * 60 * 1000;
         let directory = Directory::generate(&DirectoryShape {
@@ -201,12 +252,13 @@ fn fanout_to_1000_sessions_of_one_guild_delivers_each_message_once_in_id_order()
         // 2. Every session identifies, then the senders post concurrently.
         let expected = SENDERS * MESSAGES_PER_SENDER;
         let (gateway, api) = (topology.gateway_http, topology.api[0]);
-        let (mut acked, sessions) = ring
+        let (mut acked, seen) = ring
             .on_client(async move {
                 let (ready_tx, mut ready_rx) = mpsc::channel(SESSIONS);
                 let mut sessions = Vec::new();
-                for token in &tokens {
-                    let task = session(gateway, token.clone(), ready_tx.clone(), expected);
+                for (index, token) in tokens.iter().enumerate() {
+                    let ready = ready_tx.clone();
+                    let task = session(gateway, token.clone(), ready, expected, drop_after(index));
                     sessions.push(tokio::spawn(task));
                 }
                 for _ in 0..SESSIONS {
@@ -223,30 +275,65 @@ fn fanout_to_1000_sessions_of_one_guild_delivers_each_message_once_in_id_order()
                 for sender in senders {
                     acked.extend(sender.await.expect("sender finished"));
                 }
-                let mut received = Vec::new();
+                let mut seen = Vec::new();
                 for session in sessions {
-                    received.push(session.await.expect("session finished"));
+                    seen.push(session.await.expect("session finished"));
                 }
-                (acked, received)
+                (acked, seen)
             })
             .await;
-
-        // 3. Each session: every acknowledged id once, ids increasing, s = 3, 4, 5, ...
         acked.sort_unstable();
         assert_eq!(acked.len(), expected);
-        assert_eq!(sessions.len(), SESSIONS);
-        let mut deliveries: BTreeMap<u64, usize> = BTreeMap::new();
-        for got in &sessions {
-            let ids: Vec<u64> = got.iter().map(|&(id, _)| id).collect();
-            assert_eq!(ids, acked, "each message once, in id order");
-            let s: Vec<u64> = got.iter().map(|&(_, s)| s).collect();
-            let rising: Vec<u64> = (3..).take(expected).collect();
-            assert_eq!(s, rising);
-            for id in ids {
-                *deliveries.entry(id).or_default() += 1;
-            }
-        }
-        assert!(deliveries.values().all(|&count| count == SESSIONS));
-        assert_eq!(deliveries.len(), expected);
+        tx.send((acked, seen)).expect("the test waits");
     });
+    rx.recv().expect("the simulation reports")
+}
+
+/// Checks that every session got each acknowledged id once, in id order, and `s` rose by
+/// one from 3 (READY 1, GUILD_CREATE 2), RESUMED included.
+fn assert_exactly_once_in_order(acked: &[u64], seen: &[Seen]) {
+    assert_eq!(seen.len(), SESSIONS);
+    let mut deliveries: BTreeMap<u64, usize> = BTreeMap::new();
+    for (index, got) in seen.iter().enumerate() {
+        let ids: Vec<u64> = got.creates.iter().map(|&(id, _)| id).collect();
+        assert_eq!(
+            ids, acked,
+            "session {index}: each message once, in id order"
+        );
+        let s: Vec<u64> = got.s.iter().copied().filter(|&s| s != 0).collect();
+        let rising: Vec<u64> = (3..).take(s.len()).collect();
+        assert_eq!(s, rising, "session {index}: s rises by one");
+        for id in ids {
+            *deliveries.entry(id).or_default() += 1;
+        }
+    }
+    assert!(deliveries.values().all(|&count| count == SESSIONS));
+    assert_eq!(deliveries.len(), acked.len());
+}
+
+#[test]
+fn fanout_to_1000_sessions_of_one_guild_delivers_each_message_once_in_id_order() {
+    let (acked, seen) = fan_out(7, |_| None);
+    assert_exactly_once_in_order(&acked, &seen);
+    assert!(
+        seen.iter().all(|got| !got.s.contains(&0)),
+        "no session resumed"
+    );
+}
+
+#[test]
+fn sessions_that_drop_mid_stream_and_resume_still_get_each_message_once_in_order() {
+    // Every third session drops after its 1st to 7th message and resumes 50 ms later.
+    let (acked, seen) = fan_out(11, |index| (index % 3 == 0).then_some(1 + index % 7));
+    assert_exactly_once_in_order(&acked, &seen);
+    let resumed = seen.iter().filter(|got| got.s.contains(&0)).count();
+    assert_eq!(resumed, SESSIONS.div_ceil(3));
+    // A resumed session saw RESUMED: one more `s` than messages after GUILD_CREATE; and
+    // resumes replayed what their sessions missed while away.
+    let mut replayed = 0;
+    for got in seen.iter().filter(|got| got.s.contains(&0)) {
+        assert_eq!(got.s.iter().filter(|&&s| s != 0).count(), acked.len() + 1);
+        replayed += got.resumed.map_or(0, |(_, count)| count);
+    }
+    assert!(replayed > 0, "no resume replayed anything");
 }

@@ -225,6 +225,11 @@ impl Conn {
                     return Err(Close::new(close::NOT_AUTHENTICATED, reason));
                 }
                 Some(Command::Heartbeat(_)) => self.heartbeat().await?,
+                Some(Command::Identify(_) | Command::Resume(_)) if self.gateway.hub().draining => {
+                    // A drain began while this connection was opening: go elsewhere or later.
+                    let _ = self.send(control(op::RECONNECT, &Value::Null)).await;
+                    return Err(restart());
+                }
                 Some(Command::Identify(identify)) => {
                     let attached = self.identify(identify)?;
                     return Ok(attached);
