@@ -2,8 +2,8 @@
 //!
 //! Topology: `ring-1..3` (10.0.1.1–3), `api-1..2` (10.0.2.1–2), `guild-1..3` (10.0.3.1–3),
 //! `gateway` (10.0.4.1), `data-1..2` (10.0.5.1–2) and `client` (10.0.9.1), which runs every
-//! simulated user; users alternate between the API nodes, so concurrent sends to one channel
-//! come through different API nodes. Each ring node keeps a
+//! simulated user; the members of each guild alternate between the API nodes, so concurrent
+//! sends to one channel come through different API nodes. Each ring node keeps a
 //! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
 //! bytes do not. The nemesis, on the harness's own node, applies the fault schedule.
 
@@ -387,7 +387,8 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
                 .iter()
                 .flat_map(|g| g.channels.iter().map(|c| c.id))
                 .collect(),
-            api: topology.api[index % topology.api.len()],
+            // User i is a member of guild i % guild_count: members of one guild alternate.
+            api: topology.api[(index / scenario.guild_count.max(1)) % topology.api.len()],
             gateway: topology.gateway_http,
             scenario: scenario.clone(),
             recorder: recorder.clone(),

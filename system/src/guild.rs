@@ -31,17 +31,25 @@
 //! pump per gateway; a full queue makes senders wait (back-pressure). A batch that fails is
 //! sent again; the per-guild (epoch, sequence) lets a gateway drop the copies it already took.
 //!
+//! Hand-over. A takeover tells every other guild node its epoch, and a process in an older
+//! epoch retires. A node serving a guild for an owner ahead of it checks every
+//! [`WATCH_INTERVAL`] (and at each request) whether the owner answers again; then it retires
+//! its process and tells the owner its epoch, so an owner that kept an older process starts a
+//! newer one, and the guild's sessions are invalidated once more instead of losing its events.
+//!
 //! Sends with `enforce_nonce`, edits, deletes and directory changes are ordered by the same
 //! lock and take the guild over the same way; their handlers live in [`changes`], the nonce
 //! memory in [`nonce`].
 //!
 //! Split brain (the old node partitioned, not dead). A node takes a guild over only when it
-//! cannot reach the nodes ahead of it, and a takeover tells every other guild node to retire
-//! its process for the guild; a node ahead of the sender ignores that. If the old owner is
-//! cut off from its successor but still reachable by some API node, both serve the guild: both
-//! store messages with increasing ids of their own generators, and the gateway delivers only
-//! the newer epoch's events, so the older process's messages are stored and acknowledged but
-//! never delivered live. Nothing in the model detects that.
+//! cannot reach the nodes ahead of it itself, so an API node cut off from the owner alone
+//! moves nothing. If the owner is cut off from its successor too but still reachable by some
+//! API node, both serve the guild while the partition lasts: both store messages, each with
+//! ids above what it read at its start, and the gateway delivers only the newer epoch's
+//! events, so the older process's messages are stored and acknowledged but not delivered live
+//! (a silent gap for the sessions that stay open through it, and ids of the two processes
+//! interleave in history). When the partition heals, the successor hands the guild back and
+//! the owner starts a newer epoch, so sessions resync from then on.
 //!
 //! TODO(guild-fencing): fence a deposed process (a lease, or a conditional write of the
 //! guild's epoch, which the ring does not model) so a partitioned owner stops acknowledging.
@@ -87,6 +95,8 @@ const PING_TIMEOUT: Duration = Duration::from_millis(300);
 const PING_FRESH_FOR: Duration = Duration::from_millis(250);
 /// How long a node waits for a peer to take a release.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often a node checks whether the owners of the guilds it took over are back.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// Guild nodes at most: each needs its own 5-bit snowflake worker id, and 0 is left out.
 pub const GUILD_NODES_MAX: usize = 31;
 
@@ -157,13 +167,15 @@ pub enum GuildRequest {
     },
     /// Is this node up? (Asked by a node behind it on some guild's successor list.)
     Ping,
-    /// The sender took `guild_id` over: a node behind it on the guild's list retires its
-    /// process for the guild.
+    /// The sender serves (or served) `guild_id` in `epoch`: a process of the guild in an
+    /// older epoch retires, since gateways drop its events as old ones.
     Release {
         /// The guild.
         guild_id: u64,
         /// The sender's address, as the placement ring knows it.
         from: SocketAddr,
+        /// The sender's epoch for the guild.
+        epoch: u64,
     },
 }
 
@@ -312,6 +324,7 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
         fanout,
     });
     tracing::info!(addr = %node.addr, "guild_node_started");
+    tokio::spawn(node.clone().watch());
     tokio::spawn(changes::catch_up_at_start(node.clone()));
 
     // 3. Serve.
@@ -337,8 +350,12 @@ impl GuildNode {
                     .await
             }
             GuildRequest::Ping => GuildResponse::Pong,
-            GuildRequest::Release { guild_id, from } => {
-                self.release(guild_id, from);
+            GuildRequest::Release {
+                guild_id,
+                from,
+                epoch,
+            } => {
+                self.release(guild_id, from, epoch).await;
                 GuildResponse::Released
             }
             other => self.handle_change(other).await,
@@ -349,18 +366,81 @@ impl GuildNode {
         self.processes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Retires this node's process for `guild_id`, if `from` comes before this node on the
-    /// guild's successor list (a node behind this one cannot depose it).
-    fn release(&self, guild_id: u64, from: SocketAddr) {
-        let order = self.placement.successors(guild_id);
-        let rank = |addr: SocketAddr| order.iter().position(|&&a| a == addr);
-        if rank(from) >= rank(self.addr) {
-            tracing::info!(guild_id, %from, "guild_release_ignored");
+    /// Retires this node's process for `guild_id` if its epoch is below `epoch`: the gateways
+    /// have seen (or will see) the newer one and would drop this process's events. The next
+    /// request, if this node owns the guild, starts a process in an epoch above both.
+    async fn release(&self, guild_id: u64, from: SocketAddr, epoch: u64) {
+        let Some(process) = self.processes().get(&guild_id).cloned() else {
+            return;
+        };
+        // Waits for a create in progress, which may be setting the epoch.
+        let state = process.state.lock().await;
+        if state.epoch.is_some_and(|mine| mine > epoch) {
+            tracing::info!(guild_id, %from, epoch, "guild_release_ignored");
             return;
         }
-        if let Some(process) = self.processes().remove(&guild_id) {
-            process.retired.store(true, Ordering::SeqCst);
-            tracing::info!(guild_id, %from, "guild_released");
+        process.retired.store(true, Ordering::SeqCst);
+        let mut processes = self.processes();
+        if processes
+            .get(&guild_id)
+            .is_some_and(|p| Arc::ptr_eq(p, &process))
+        {
+            processes.remove(&guild_id);
+        }
+        tracing::info!(guild_id, %from, epoch, "guild_released");
+    }
+
+    /// Tells `peers` that this node serves `guild_id` in `epoch` (best effort, in the
+    /// background: a node that cannot be reached hears it from the next hand-back).
+    fn announce(&self, guild_id: u64, epoch: u64, peers: Vec<SocketAddr>) {
+        for peer in peers {
+            let (rpc, from) = (self.rpc.clone(), self.addr);
+            tokio::spawn(async move {
+                let release = GuildRequest::Release {
+                    guild_id,
+                    from,
+                    epoch,
+                };
+                let _ = rpc
+                    .call::<_, GuildResponse>(peer, &release, RELEASE_TIMEOUT)
+                    .await;
+            });
+        }
+    }
+
+    /// Retires this node's process for `guild_id` because `owner`, ahead of it on the guild's
+    /// list, is reachable again, and tells the owner this process's epoch: an owner that kept
+    /// serving in an older epoch through a partition must start a newer one.
+    async fn hand_back(&self, guild_id: u64, owner: SocketAddr) {
+        let Some(process) = self.processes().remove(&guild_id) else {
+            return;
+        };
+        process.retired.store(true, Ordering::SeqCst);
+        tracing::info!(guild_id, %owner, "guild_handed_back");
+        // Waits for a create in progress; a process that never took over has no epoch.
+        let epoch = process.state.lock().await.epoch;
+        if let Some(epoch) = epoch {
+            self.announce(guild_id, epoch, vec![owner]);
+        }
+    }
+
+    /// Every [`WATCH_INTERVAL`], hands back each guild this node serves for an owner ahead of
+    /// it that is reachable again, so the owner's events are not dropped as older ones.
+    async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let guilds: Vec<u64> = self.processes().keys().copied().collect();
+            for guild_id in guilds {
+                for peer in self.placement.successors(guild_id) {
+                    if *peer == self.addr {
+                        break;
+                    }
+                    if self.reachable(*peer).await {
+                        self.hand_back(guild_id, *peer).await;
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -391,10 +471,7 @@ impl GuildNode {
                 break;
             }
             if self.reachable(*peer).await {
-                if let Some(process) = self.processes().remove(&guild_id) {
-                    process.retired.store(true, Ordering::SeqCst);
-                    tracing::info!(guild_id, owner = %peer, "guild_handed_back");
-                }
+                self.hand_back(guild_id, *peer).await;
                 return None;
             }
         }
@@ -475,20 +552,9 @@ impl GuildNode {
         };
         tracing::info!(guild_id, epoch, newest, "guild_taken_over");
 
-        // 3. Every other node retires its process for the guild (best effort: a node that
-        //    cannot be reached serves nobody that this node could reach).
-        for &peer in self.placement.nodes() {
-            if peer == self.addr {
-                continue;
-            }
-            let (rpc, from) = (self.rpc.clone(), self.addr);
-            tokio::spawn(async move {
-                let release = GuildRequest::Release { guild_id, from };
-                let _ = rpc
-                    .call::<_, GuildResponse>(peer, &release, RELEASE_TIMEOUT)
-                    .await;
-            });
-        }
+        // 3. Every other node retires its process for the guild, all of them older.
+        let peers = self.placement.nodes().iter().copied();
+        self.announce(guild_id, epoch, peers.filter(|&p| p != self.addr).collect());
         Ok(epoch)
     }
 

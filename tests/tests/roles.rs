@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use chat_faults::partition::PartitionShape;
 use chat_faults::{Fault, FaultKind, Schedule};
 use chat_reports::checks;
 use chat_reports::history::{History, OpKind, Outcome};
@@ -274,30 +275,8 @@ fn check_failover(seed: u64, crashes: &[Crash]) {
     }
     assert!(pairs > 1_000, "{pairs} ordered pairs");
 
-    // 4. Live order equals history order, with no gap: per session and channel, what it
-    //    received is a run of consecutive messages of the channel's final history.
-    let channels = final_history(history, &scenario);
-    let mut live: BTreeMap<(usize, u64), Vec<u64>> = BTreeMap::new();
-    for delivery in &history.deliveries {
-        if let (Some(channel), Some(id)) = (delivery.channel_id, delivery.message_id) {
-            live.entry((delivery.session, channel))
-                .or_default()
-                .push(id);
-        }
-    }
-    for ((session, channel), ids) in &live {
-        let order = &channels[channel];
-        let start = order
-            .iter()
-            .position(|id| *id == ids[0])
-            .unwrap_or_else(|| panic!("message {} of session {session} not in history", ids[0]));
-        let expected = &order[start..(start + ids.len()).min(order.len())];
-        assert_eq!(
-            ids.as_slice(),
-            expected,
-            "session {session}, channel {channel}"
-        );
-    }
+    // 4. Live order equals history order, with no gap.
+    assert_live_runs_of_history(history, &scenario);
 
     // 5. Each move showed as op 9: the sessions of a guild whose node crashed, or came back,
     //    ended within moments (the server's Invalid Session, no close code).
@@ -331,6 +310,33 @@ fn check_failover(seed: u64, crashes: &[Crash]) {
     assert!(moves >= 2, "no guild moved");
 }
 
+/// Live order equals history order, with no gap: per session and channel, what it received
+/// is a run of consecutive messages of the channel's final history.
+fn assert_live_runs_of_history(history: &History, scenario: &Scenario) {
+    let channels = final_history(history, scenario);
+    let mut live: BTreeMap<(usize, u64), Vec<u64>> = BTreeMap::new();
+    for delivery in &history.deliveries {
+        if let (Some(channel), Some(id)) = (delivery.channel_id, delivery.message_id) {
+            live.entry((delivery.session, channel))
+                .or_default()
+                .push(id);
+        }
+    }
+    for ((session, channel), ids) in &live {
+        let order = &channels[channel];
+        let start = order
+            .iter()
+            .position(|id| *id == ids[0])
+            .unwrap_or_else(|| panic!("message {} of session {session} not in history", ids[0]));
+        let expected = &order[start..(start + ids.len()).min(order.len())];
+        assert_eq!(
+            ids.as_slice(),
+            expected,
+            "session {session}, channel {channel}"
+        );
+    }
+}
+
 /// Per guild (as its channel ids), the guild node that owns it on the placement ring. The
 /// directory mints a guild's id just before its channels' ids, one after another.
 fn guild_owners(history: &History, scenario: &Scenario) -> Vec<(BTreeSet<u64>, SocketAddr)> {
@@ -352,6 +358,42 @@ fn guild_owners(history: &History, scenario: &Scenario) -> Vec<(BTreeSet<u64>, S
             (channels.iter().copied().collect(), owner)
         })
         .collect()
+}
+
+#[test]
+#[ignore = "TODO(guild-fencing): a partitioned owner still reachable by one API node keeps \
+            acknowledging messages that gateways drop as an older epoch's"]
+fn a_partitioned_owner_and_its_successor_never_both_deliver() {
+    // guild-1 is cut off from the other guild nodes and from api-1, not from api-2: api-1's
+    // sends go to guild-2, which takes the guild over, while api-2's still go to guild-1.
+    let scenario = Scenario {
+        schedule: Schedule::new(vec![Fault {
+            at_ms: 10_000,
+            kind: FaultKind::Partition {
+                nodes: ["guild-1", "guild-2", "guild-3", "api-1"]
+                    .map(String::from)
+                    .to_vec(),
+                shape: PartitionShape::Isolate {
+                    node: "guild-1".into(),
+                },
+                one_way: false,
+                duration_ms: 10_000,
+            },
+        }]),
+        ..Scenario::smoke()
+    };
+    let output = runner::run(21, &scenario);
+    let history = &output.history;
+    assert!(guild_owners(history, &scenario)
+        .iter()
+        .any(|(_, owner)| *owner == runner::topology().guild[0]));
+    let results = checks::check_all(history, scenario.availability_objective);
+    assert_eq!(
+        results["delivery"].violations, 0,
+        "{:?}",
+        results["delivery"]
+    );
+    assert_live_runs_of_history(history, &scenario);
 }
 
 #[test]
