@@ -33,9 +33,11 @@ use crate::ring::client::{HistoryAnchor, HistoryPage, HistoryQuery, StoreClient}
 use crate::ring::{StoreError, READ_TIMEOUT_MS};
 use crate::rpc::{serve_rpc, RpcClient, RpcError};
 
-/// How long the API waits for a data-service node: a store read and its coordinator's slack,
-/// plus a second query for a reader that arrived while the first one ran.
+/// How long the API waits for the last data-service node it tries: a store read and its
+/// coordinator's slack, plus a second query for a reader that arrived while the first ran.
 const DATA_CALL_TIMEOUT: Duration = Duration::from_millis(2 * READ_TIMEOUT_MS + 2_000);
+/// How long it waits for any other before it tries the next (a paused node answers nothing).
+const DATA_FAILOVER_TIMEOUT: Duration = Duration::from_millis(READ_TIMEOUT_MS + 1_000);
 
 /// A request to a data-service node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,8 +238,14 @@ impl DataClient {
     pub async fn page(&self, page: HistoryPage) -> Answer {
         let request = DataRequest::History { page };
         let mut failures = Vec::new();
-        for node in self.route(page.channel_id) {
-            let answer = self.rpc.call(node, &request, DATA_CALL_TIMEOUT).await;
+        let route = self.route(page.channel_id);
+        for (attempt, &node) in route.iter().enumerate() {
+            let timeout = if attempt + 1 == route.len() {
+                DATA_CALL_TIMEOUT
+            } else {
+                DATA_FAILOVER_TIMEOUT
+            };
+            let answer = self.rpc.call(node, &request, timeout).await;
             match answer {
                 Ok(DataResponse::Messages(messages)) => return Ok(messages),
                 Ok(DataResponse::Failed(error)) => return Err(error),

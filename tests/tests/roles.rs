@@ -404,3 +404,56 @@ fn guild_failover_runs_are_deterministic() {
     assert_eq!(first.trace, second.trace);
     assert!(first.events > 1_000);
 }
+
+#[test]
+fn reads_of_a_paused_data_nodes_channels_go_to_the_next_data_node() {
+    // Longer than the client's 10 s deadline: only a failover answers in time.
+    const PAUSE_MS: (u64, u64) = (10_000, 22_000);
+    let scenario = Scenario {
+        schedule: Schedule::new(vec![Fault {
+            at_ms: PAUSE_MS.0,
+            kind: FaultKind::Pause {
+                node: "data-1".into(),
+                duration_ms: PAUSE_MS.1 - PAUSE_MS.0,
+            },
+        }]),
+        // Eight channels, so that data-1 owns some, and reads ten times as often.
+        channels_per_guild: 4,
+        read_gap_ms_mean: 500,
+        ..Scenario::smoke()
+    };
+    let output = runner::run(3, &scenario);
+    let history = &output.history;
+
+    // Every read of a channel data-1 owns, invoked while it was paused, was answered: after
+    // the failover timeout, by data-2.
+    let data = DataClient::new(runner::topology().data);
+    let paused = runner::topology().data[0];
+    let mut reads = 0;
+    for op in &history.ops {
+        let OpKind::Read { channel_id, .. } = op.kind else {
+            continue;
+        };
+        if data.route(channel_id)[0] != paused
+            || !(ns(PAUSE_MS.0)..ns(PAUSE_MS.1)).contains(&op.invoked_ns)
+        {
+            continue;
+        }
+        reads += 1;
+        assert!(
+            matches!(op.outcome, Outcome::Read { .. }),
+            "read of channel {channel_id}: {:?}",
+            op.outcome
+        );
+    }
+    assert!(
+        reads > 5,
+        "only {reads} reads of data-1's channels during its pause"
+    );
+    let results = checks::check_all(history, scenario.availability_objective);
+    assert_eq!(
+        results["durability"].violations, 0,
+        "{:?}",
+        results["durability"]
+    );
+}

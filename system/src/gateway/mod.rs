@@ -67,8 +67,9 @@ pub const SESSION_QUEUE_MAX: usize = 1_024;
 pub struct GatewayEvent {
     /// The guild.
     pub guild_id: u64,
-    /// The incarnation of the guild process that ordered it (its start time in µs): a guild
-    /// that restarts counts its events from 1 again, in a higher epoch.
+    /// The incarnation of the guild process that ordered it (a number above every earlier
+    /// incarnation's): a guild that restarts or moves counts its events from 1 again, in a
+    /// higher epoch.
     pub guild_epoch: u64,
     /// The guild's own sequence number for its events in that epoch, from 1.
     pub guild_seq: u64,
