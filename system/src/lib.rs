@@ -3,7 +3,8 @@
 //!
 //! Roles: [`ring`] (the replicated message store), [`guild`] (per-guild ordering and fan-out),
 //! [`gateway`] (WebSocket sessions) and [`api`] (REST). [`cluster`] wires them to addresses;
-//! [`env`] is the seam for per-node clocks and disks.
+//! [`env`] is the seam for per-node clocks and disks; [`store`] is message storage over the
+//! ring or, in the real-runtime build, ScyllaDB / Cassandra.
 
 pub mod api;
 pub mod cluster;
@@ -16,3 +17,4 @@ pub mod model;
 pub mod net;
 pub mod ring;
 pub mod rpc;
+pub mod store;

@@ -141,6 +141,35 @@ impl StoreClient {
         }
     }
 
+    /// The message `message_id` of `channel_id`: one slice of its partition holding only
+    /// that id; `None` if it is absent or deleted.
+    pub async fn get(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let slice = PartitionQuery {
+            channel_id,
+            bucket: bucket_of(message_id),
+            before: message_id.checked_add(1),
+            after: message_id.checked_sub(1),
+            limit: 1,
+        };
+        let request = RingRequest::Read {
+            query: slice,
+            consistency: self.consistency,
+        };
+        let rows = match self.send(channel_id, request, READ_TIMEOUT_MS).await? {
+            RingResponse::Rows(rows) => rows,
+            RingResponse::Failed(error) => return Err(error),
+            other => return Err(StoreError::Storage(format!("a read answered {other:?}"))),
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.key.message_id == message_id)
+            .find_map(|row| row.cell.value))
+    }
+
     /// Deletes message `message_id` of `channel_id` with a tombstone at `write_us`.
     pub async fn delete(
         &self,
