@@ -3,11 +3,25 @@
 //! A thin adapter: every operation is one [`StoreClient`] call at the client's consistency
 //! level (QUORUM in the service), so retries, coordinator rotation, bucket walking and the
 //! empty-bucket memory are the client's. Errors pass through unchanged.
+//!
+//! [`spawn_local_ring`] starts ring nodes in this process on loopback ports, each on its own
+//! data directory, for tests and benchmarks that compare backends on one machine.
 //! Not modelled here: anything the client does not do itself.
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
 use super::{HistoryQuery, MessageStore, StoreFuture};
+use crate::env::clock::NodeClock;
+use crate::env::disk::{Disk, RealDisk};
 use crate::model::StoredMessage;
 use crate::ring::client::StoreClient;
+use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
+use crate::ring::layout::RingLayout;
+use crate::ring::node::{engine_config, RingNodeConfig};
 
 /// The ring, as a message store.
 #[derive(Debug, Clone)]
@@ -47,4 +61,33 @@ impl MessageStore for RingStore {
     fn backend(&self) -> &'static str {
         "ring"
     }
+}
+
+/// Starts `count` ring nodes (replication factor `count.min(3)`) on ephemeral loopback ports,
+/// node `i` keeping its data under `dir/ring-i`, as tasks of the current runtime. Returns
+/// their addresses once every node listens.
+pub async fn spawn_local_ring(dir: &Path, count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let layout = Arc::new(RingLayout::single_datacenter(addrs.clone(), count.min(3)));
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let disk = RealDisk::open(dir.join(format!("ring-{}", index + 1)))?;
+        let config = RingNodeConfig {
+            addr: addrs[index],
+            layout: layout.clone(),
+            disk: Arc::new(disk) as Arc<dyn Disk>,
+            clock: NodeClock::new(),
+            hint_window_ms: HINT_WINDOW_MS_DEFAULT,
+            engine: engine_config(),
+            repair_interval_ms: None,
+        };
+        tokio::spawn(crate::ring::node::run(listener, config));
+    }
+    Ok(addrs)
 }
