@@ -13,8 +13,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -24,9 +22,12 @@ use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::ring::client::StoreClient;
 use chat_system::ring::{bucket_of, Consistency, BUCKET_MS};
-use chat_system::store::cql::{parse_nodes, CqlConfig, CqlStore};
+use chat_system::store::cql::{CqlConfig, CqlStore};
 use chat_system::store::ring::{spawn_local_ring, RingStore};
 use chat_system::store::{HistoryQuery, MessageStore};
+
+#[path = "support/cassandra.rs"]
+mod cassandra_node;
 
 const KEYSPACE: &str = "chat_conformance";
 const HOUR_MS: i64 = 60 * 60 * 1000;
@@ -99,13 +100,6 @@ where
     runtime().block_on(case(Backend::Cql { nodes }));
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("system/ sits in the repository")
-        .to_path_buf()
-}
-
 /// The contact points of a Cassandra with the conformance keyspace, started if need be. A
 /// failure is kept, so every CQL case reports the same reason without trying again.
 fn cassandra() -> &'static Vec<String> {
@@ -118,27 +112,7 @@ fn cassandra() -> &'static Vec<String> {
 
 fn bring_up_cassandra() -> Result<Vec<String>, String> {
     // 1. A named cluster, or a node started for this process.
-    let nodes = match std::env::var("CHAT_CQL_NODES") {
-        Ok(list) => parse_nodes(&list).map_err(|e| format!("CHAT_CQL_NODES: {e}"))?,
-        Err(_) => {
-            let script = repo_root().join(".ci/cassandra/start");
-            let output = Command::new(&script)
-                .arg("--owner")
-                .arg(std::process::id().to_string())
-                .output()
-                .map_err(|e| format!("running {}: {e}", script.display()))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "{} failed ({}):\n{}{}",
-                    script.display(),
-                    output.status,
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            vec!["127.0.0.1:9042".to_string()]
-        }
-    };
+    let nodes = cassandra_node::contact_points()?;
 
     // 2. The schema, once per process, before the cases open their sessions.
     runtime().block_on(async {
