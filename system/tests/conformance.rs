@@ -24,7 +24,7 @@ use chat_system::ring::client::StoreClient;
 use chat_system::ring::{bucket_of, Consistency, BUCKET_MS};
 use chat_system::store::cql::{CqlConfig, CqlStore};
 use chat_system::store::ring::{spawn_local_ring, RingStore};
-use chat_system::store::{HistoryQuery, MessageStore};
+use chat_system::store::{HistoryQuery, MessageStore, StoreError};
 
 #[path = "support/cassandra.rs"]
 mod cassandra_node;
@@ -406,3 +406,67 @@ conformance!(
     read_your_write_at_quorum_through_another_client,
     an_unknown_channel_is_empty,
 );
+
+/// Outcomes only a real server can produce, and clusters that cannot be reached.
+mod outcomes {
+    use super::*;
+
+    #[test]
+    fn cql_quorum_on_a_keyspace_wider_than_the_cluster_is_unavailable() {
+        // Seven replicas asked of a cluster of fewer than four nodes (one here, in CI and on a
+        // developer's machine): QUORUM needs 7 / 2 + 1 = 4 alive, fewer are, so Cassandra
+        // refuses before writing anything.
+        let nodes = cassandra().clone();
+        runtime().block_on(async {
+            let config = CqlConfig::new(nodes, "chat_conformance_rf7", 7);
+            let store = CqlStore::open(&config).await.expect("the CQL store opens");
+            let channel = channel_created_ago(DAY_MS);
+            let message = message_at(channel, NodeClock::new().now_ms(), 0, "refused");
+            let put = store.put(&message, now_us()).await;
+            let get = store.get(channel, message.message_id).await;
+            for result in [put.map(|_| None), get] {
+                let alive = match result {
+                    Err(StoreError::Unavailable { required: 4, alive }) => alive,
+                    other => panic!("expected Unavailable with 4 required, got {other:?}"),
+                };
+                assert!((1..4).contains(&alive), "{alive} alive");
+            }
+        });
+    }
+
+    #[test]
+    fn cql_without_a_reachable_node_names_the_contact_points() {
+        runtime().block_on(async {
+            // Port 1 on loopback: nothing listens there.
+            let config = CqlConfig::new(vec!["127.0.0.1:1".into()], KEYSPACE, 1);
+            match CqlStore::open(&config).await {
+                Err(StoreError::NoCoordinator(message)) => {
+                    assert!(message.contains("127.0.0.1:1"), "{message}");
+                }
+                other => panic!("expected NoCoordinator, got {other:?}"),
+            }
+            let bad_name = CqlConfig::new(vec!["127.0.0.1:1".into()], "chat-conformance", 1);
+            match CqlStore::open(&bad_name).await {
+                Err(StoreError::Storage(message)) => {
+                    assert!(message.contains("'chat-conformance'"), "{message}");
+                }
+                other => panic!("expected the keyspace name refused, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn ring_without_a_reachable_node_is_no_coordinator() {
+        runtime().block_on(async {
+            let nowhere: SocketAddr = "127.0.0.1:1".parse().expect("an address");
+            let client = StoreClient::new(vec![nowhere], Consistency::Quorum, NodeClock::new());
+            let store = RingStore::new(client);
+            let channel = channel_created_ago(DAY_MS);
+            let result = store.get(channel, channel + 1).await;
+            assert!(
+                matches!(&result, Err(StoreError::NoCoordinator(m)) if m.contains("127.0.0.1:1")),
+                "{result:?}"
+            );
+        });
+    }
+}
