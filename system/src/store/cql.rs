@@ -286,32 +286,38 @@ impl CqlStore {
     }
 
     async fn read_history(&self, query: HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
-        if query.limit == 0 {
+        // Every field named: a new kind of bound must be handled here before this compiles.
+        let HistoryQuery {
+            channel_id,
+            before,
+            limit,
+        } = query;
+        if limit == 0 {
             return Ok(Vec::new());
         }
         // One bucket of slack past this node's clock for writers whose clocks run ahead.
-        let newest_bucket = match query.before {
+        let newest_bucket = match before {
             Some(before) => bucket_of(before),
             None => bucket_of(ids::from_timestamp_ms(self.clock.now_ms())).saturating_add(1),
         };
-        let oldest_bucket = bucket_of(query.channel_id);
+        let oldest_bucket = bucket_of(channel_id);
         let settled = self.settled_bucket();
 
         let mut messages = Vec::new();
         let mut bucket = newest_bucket.max(oldest_bucket);
         loop {
-            if !self.known_empty(query.channel_id, bucket) {
-                let remaining = query.limit - messages.len();
+            if !self.known_empty(channel_id, bucket) {
+                let remaining = limit - messages.len();
                 let rows = self
-                    .read_partition(query.channel_id, bucket, query.before, remaining)
+                    .read_partition(channel_id, bucket, before, remaining)
                     .await?;
-                let whole = query.before.is_none_or(|b| bucket < bucket_of(b));
+                let whole = before.is_none_or(|b| bucket < bucket_of(b));
                 if rows.is_empty() && whole && bucket < settled {
-                    self.remember_empty(query.channel_id, bucket);
+                    self.remember_empty(channel_id, bucket);
                 }
                 messages.extend(rows);
             }
-            if messages.len() >= query.limit || bucket <= oldest_bucket {
+            if messages.len() >= limit || bucket <= oldest_bucket {
                 break;
             }
             bucket -= 1;

@@ -20,8 +20,10 @@
 //! Not modelled here: ties between writes at the same timestamp resolve per cell in Cassandra
 //! and per row in the ring, so two different writes at one timestamp may merge differently.
 //!
-//! Extending it: a new query shape is a field of [`HistoryQuery`] (which the backends take
-//! whole) and a new operation is a trait method; each backend then gains one method.
+//! Extending it: a new query shape (an `after` bound, say) is a field of [`HistoryQuery`],
+//! which the ring backend hands to its client whole and the CQL backend takes apart field by
+//! field, so it cannot compile while ignoring one. A new operation (an edit, say) is a trait
+//! method; each backend then gains one method.
 
 pub mod ring;
 
