@@ -4,7 +4,8 @@
 //! Roles: [`ring`] (the replicated message store), [`data`] (coalesced reads in front of it),
 //! [`guild`] (per-guild ordering and fan-out, placed by [`hashring`]),
 //! [`gateway`] (WebSocket sessions) and [`api`] (REST). [`cluster`] wires them to addresses;
-//! [`env`] is the seam for per-node clocks and disks.
+//! [`env`] is the seam for per-node clocks and disks; [`store`] is message storage over the
+//! ring or, in the real-runtime build, ScyllaDB / Cassandra.
 
 pub mod api;
 pub mod cluster;
@@ -20,3 +21,4 @@ pub mod model;
 pub mod net;
 pub mod ring;
 pub mod rpc;
+pub mod store;
