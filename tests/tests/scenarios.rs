@@ -139,7 +139,10 @@ fn smoke_delivers_every_message_in_order_with_s_rising_by_one() {
     }
     assert_eq!(checks::ordering(history).violations, 0);
     assert_eq!(checks::sequence(history).violations, 0);
-    assert_eq!(checks::delivery(history).violations, 0);
+    assert_eq!(
+        checks::delivery(history, &checks::CheckConfig::default()).violations,
+        0
+    );
 }
 
 #[test]
@@ -309,7 +312,10 @@ fn a_pause_longer_than_the_heartbeat_timeout_closes_sessions_which_come_back() {
         });
         assert!(later, "client {} came back", closed.client);
     }
-    assert_eq!(checks::sessions(history).violations, 0);
+    assert_eq!(
+        checks::sessions(history, &checks::CheckConfig::default()).violations,
+        0
+    );
     assert_eq!(checks::sequence(history).violations, 0);
 }
 
