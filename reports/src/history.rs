@@ -81,6 +81,10 @@ pub struct Op {
     pub completed_ns: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// A read the run makes to verify durability after the workload (the final full-history
+    /// read), not workload traffic: availability leaves it out.
+    #[serde(default)]
+    pub verification: bool,
 }
 
 /// One gateway session of one client.

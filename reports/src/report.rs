@@ -379,6 +379,7 @@ mod tests {
                     invoked_ns: 1_000_000,
                     completed_ns: 2_000_000,
                     outcome: Outcome::Sent { message_id: 42 },
+                    verification: false,
                 },
                 Op {
                     client: 1,
@@ -392,6 +393,7 @@ mod tests {
                     outcome: Outcome::Read {
                         message_ids: vec![42],
                     },
+                    verification: false,
                 },
             ],
             deliveries: vec![Delivery {

@@ -212,12 +212,12 @@ impl UserClient {
             if !self.online.load(Ordering::Relaxed) {
                 continue;
             }
-            let page = self.read(channel_id, None, RECENT_PAGE).await;
+            let page = self.read(channel_id, None, RECENT_PAGE, false).await;
             // A paged read goes back from the oldest message of a full first page.
             let paged = thread_rng().gen_bool(workload.paged_read_share);
             if let Some(ids) = page.filter(|ids| paged && ids.len() == RECENT_PAGE) {
                 let before = ids.last().copied();
-                self.read(channel_id, before, RECENT_PAGE).await;
+                self.read(channel_id, before, RECENT_PAGE, false).await;
             }
         }
     }
@@ -296,6 +296,7 @@ impl UserClient {
                 invoked_ns,
                 completed_ns: self.recorder.now_ns(),
                 outcome,
+                verification: false,
             });
             if !retry || self.workload_over() {
                 return;
@@ -303,8 +304,15 @@ impl UserClient {
         }
     }
 
-    /// Reads one page; returns its ids if it succeeded.
-    async fn read(&self, channel_id: u64, before: Option<u64>, limit: usize) -> Option<Vec<u64>> {
+    /// Reads one page; returns its ids if it succeeded. A `verification` read is the
+    /// final full-history one.
+    async fn read(
+        &self,
+        channel_id: u64,
+        before: Option<u64>,
+        limit: usize,
+        verification: bool,
+    ) -> Option<Vec<u64>> {
         let invoked_ns = self.recorder.now_ns();
         let mut path = format!("/api/v10/channels/{channel_id}/messages?limit={limit}");
         if let Some(before) = before {
@@ -339,6 +347,7 @@ impl UserClient {
             invoked_ns,
             completed_ns: self.recorder.now_ns(),
             outcome,
+            verification,
         });
         ids
     }
@@ -346,7 +355,7 @@ impl UserClient {
     /// Pages through a channel's whole history, newest first.
     async fn read_all(&self, channel_id: u64) {
         let mut before = None;
-        while let Some(ids) = self.read(channel_id, before, FINAL_PAGE).await {
+        while let Some(ids) = self.read(channel_id, before, FINAL_PAGE, true).await {
             match ids.last() {
                 Some(&oldest) if ids.len() == FINAL_PAGE => before = Some(oldest),
                 _ => return,

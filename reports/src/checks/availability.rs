@@ -1,6 +1,7 @@
 //! Availability: the share of operations answered successfully within their kind's deadline,
 //! per window (by invocation time) and overall, with the share answered within 100 ms beside
-//! it. An operation that failed, timed out, or was answered late counts against it.
+//! it. An operation that failed, timed out, or was answered late counts against it. The
+//! final verification reads are not workload traffic and are left out.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +74,7 @@ fn window_of(op: &Op, config: &CheckConfig) -> usize {
 pub fn availability_stats(history: &History, config: &CheckConfig) -> AvailabilityStats {
     let mut stats = AvailabilityStats::default();
     let mut fast_total = 0;
-    for op in &history.ops {
+    for op in history.ops.iter().filter(|op| !op.verification) {
         let window = window_of(op, config);
         while stats.windows.len() <= window {
             let start_s = (stats.windows.len() as u64 * config.window_ms) as f64 / 1000.0;
@@ -117,6 +118,7 @@ pub fn availability(history: &History, config: &CheckConfig) -> CheckResult {
             .ops
             .iter()
             .enumerate()
+            .filter(|(_, op)| !op.verification)
             .filter(|(_, op)| window.is_none_or(|w| window_of(op, config) == w))
             .filter(|(_, op)| !judge(op, config).0)
             .take(WITNESS_OPS_MAX)
@@ -215,6 +217,9 @@ mod tests {
         };
         let stats = availability_stats(&history, &config);
         assert_eq!((stats.ops, stats.ok), (2, 1));
+        let mut verifying = history.clone();
+        verifying.ops[0].verification = true;
+        assert_eq!(availability_stats(&verifying, &config).ops, 1);
         assert_eq!(stats.within_100ms, 0.0);
         let result = availability(&history, &config);
         // The one window and the whole run: both below.

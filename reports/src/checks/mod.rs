@@ -253,6 +253,7 @@ pub(crate) mod build {
             invoked_ns: at,
             completed_ns: at + 5,
             outcome: Outcome::Sent { message_id },
+            verification: false,
         }
     }
 
@@ -269,6 +270,7 @@ pub(crate) mod build {
             outcome: Outcome::Read {
                 message_ids: ids.to_vec(),
             },
+            verification: false,
         }
     }
 
