@@ -45,6 +45,10 @@ const BACKOFF_MS_MIN: u64 = 500;
 const BACKOFF_MS_MAX: u64 = 5_000;
 /// Mean gap between the sends of a burst.
 const BURST_GAP_MS_MEAN: u64 = 1_000;
+/// How long opening a gateway connection (TCP and the WebSocket handshake) may take.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long a new connection waits for Hello before it is given up as lost.
+const HELLO_TIMEOUT_MS: u64 = 10_000;
 /// After Invalid Session, Discord asks clients to wait 1 to 5 s before identifying.
 const INVALID_WAIT_MS: (u64, u64) = (1_000, 5_000);
 /// Close codes after which a session cannot be resumed (Discord's table; 4003 is how a
@@ -382,7 +386,12 @@ impl UserClient {
         let mut resumable: Option<Resumable> = None;
         let mut offline = self.next_offline();
         loop {
-            // 1. One connection: a new session, or a resume of the last one.
+            // 1. One connection: a new session, or a resume of the last one. An offline
+            //    period that came due while the client had no connection is skipped, so no
+            //    one goes offline later than planned (into the quiet period).
+            if offline.is_some_and(|(at, _)| at <= tokio::time::Instant::now()) {
+                offline = self.next_offline();
+            }
             let end = self
                 .connection(resumable.take(), offline.map(|(at, _)| at))
                 .await;
@@ -438,13 +447,20 @@ impl UserClient {
         resume: Option<Resumable>,
         offline_at: Option<tokio::time::Instant>,
     ) -> Result<SessionEnd, String> {
-        let stream = TcpStream::connect(self.gateway)
+        // A crashed or partitioned gateway stalls a connect rather than refusing it, so the
+        // connect and the WebSocket handshake get a deadline of their own.
+        let open = async {
+            let stream = TcpStream::connect(self.gateway)
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = format!("ws://{}/gateway", self.gateway);
+            tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (mut ws, _) = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), open)
             .await
-            .map_err(|e| e.to_string())?;
-        let url = format!("ws://{}/gateway", self.gateway);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| format!("no gateway connection within {CONNECT_TIMEOUT_MS} ms"))??;
         let index = self
             .recorder
             .session_opened(self.user.id, resume.as_ref().map(|r| r.connection));
@@ -562,6 +578,7 @@ impl UserClient {
         state.interval_ms = announced_ms.unwrap_or(state.interval_ms).max(1);
         let first_ms = thread_rng().gen_range(0..state.interval_ms);
         state.next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(first_ms);
+        state.awaiting_ack = false;
         if let Some(resume) = &state.resume {
             return json!({"op": 6, "d": {
                 "token": self.user.token,
@@ -682,9 +699,10 @@ impl SessionState {
     fn new(interval_ms: u64, resume: Option<Resumable>) -> Self {
         Self {
             interval_ms,
-            // Until Hello says otherwise, no heartbeat is due.
-            next_heartbeat: tokio::time::Instant::now() + Duration::from_secs(3600),
-            awaiting_ack: false,
+            // Until Hello, the heartbeat timer is Hello's deadline: "awaiting" an ACK, it
+            // ends the connection as lost when it fires.
+            next_heartbeat: tokio::time::Instant::now() + Duration::from_millis(HELLO_TIMEOUT_MS),
+            awaiting_ack: true,
             last_s: resume.as_ref().and_then(|r| r.seq),
             ready: None,
             channel_ids: Vec::new(),

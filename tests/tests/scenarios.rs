@@ -357,3 +357,51 @@ fn a_ring_node_stopped_by_its_disk_then_crashed_and_restarted_comes_back_once() 
     );
     assert_eq!(checks::durability(&output.history).violations, 0);
 }
+
+#[test]
+fn a_dropped_session_asks_to_resume_and_identifies_again_when_refused() {
+    // The gateway freezes for 12 s: clients see no heartbeat ACK, drop their connections as
+    // zombied and reconnect asking to resume. This gateway has no Resume and closes with 4003,
+    // so each client falls back to Identify and gets a new session.
+    let mut scenario = Scenario::smoke();
+    scenario.schedule = Schedule::new(vec![Fault {
+        at_ms: 20_000,
+        kind: FaultKind::Pause {
+            node: "gateway".into(),
+            duration_ms: 12_000,
+        },
+    }]);
+    let output = runner::run(17, &scenario);
+    let history = &output.history;
+
+    // Resume attempts: each names the connection it resumes, of the same client, and was
+    // refused with 4003 before any RESUMED.
+    let attempts: Vec<_> = history
+        .sessions
+        .iter()
+        .filter(|s| s.resumes.is_some())
+        .collect();
+    assert!(attempts.len() >= 10, "{} resume attempts", attempts.len());
+    for attempt in &attempts {
+        let resumed = &history.sessions[attempt.resumes.unwrap_or(usize::MAX)];
+        assert_eq!(resumed.client, attempt.client);
+        assert!(
+            resumed.ready_ns.is_some(),
+            "only a READY session is resumed"
+        );
+        assert_eq!(attempt.resumed_ns, None);
+        assert_eq!(attempt.close_code, Some(4003), "{attempt:?}");
+        assert!(
+            history.sessions.iter().any(|s| s.client == attempt.client
+                && s.opened_ns > attempt.opened_ns
+                && s.resumes.is_none()
+                && s.ready_ns.is_some()),
+            "client {} identified again",
+            attempt.client
+        );
+    }
+    let config = checks::CheckConfig::default();
+    assert_eq!(checks::sessions(history, &config).violations, 0);
+    assert_eq!(checks::sequence(history).violations, 0);
+    assert_eq!(checks::ordering(history).violations, 0);
+}

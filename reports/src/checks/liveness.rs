@@ -112,45 +112,72 @@ pub fn delivery(history: &History, config: &CheckConfig) -> CheckResult {
     result
 }
 
-/// Sessions: each client's last connection is live at the end, and was back within the bound
-/// of the last fault healing.
+/// Sessions: each client's last connection is live at the end, and once faults healed no
+/// client goes without a live connection for longer than the bound.
 pub fn sessions(history: &History, config: &CheckConfig) -> CheckResult {
     let mut result = CheckResult::default();
-    let mut last: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut by_client: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (index, session) in history.sessions.iter().enumerate() {
-        last.insert(session.client, index);
+        by_client.entry(session.client).or_default().push(index);
     }
     let bound_ns = config.session_bound_ms * 1_000_000;
-    for (client, index) in last {
-        let session = &history.sessions[index];
-        let root = history.chain_root(index);
-        let live_from = history.sessions[root].live_since();
-        let problem = if session.closed_ns.is_some() {
-            Some("closed".to_string())
-        } else if session.live_since().is_none() {
-            Some("never READY".to_string())
-        } else {
-            match (history.healed_ns, session.live_since(), live_from) {
-                (Some(healed_ns), Some(this_live), Some(root_live))
-                    if root_live > healed_ns + bound_ns && this_live > healed_ns + bound_ns =>
-                {
-                    Some(format!(
-                        "back only at {root_live} ns, more than {} ms after the heal at \
-                         {healed_ns} ns",
-                        config.session_bound_ms
-                    ))
-                }
-                _ => None,
-            }
+    for (client, connections) in by_client {
+        // 1. The end: the last connection is open and was READY (or resumed).
+        let Some(&last) = connections.last() else {
+            continue;
         };
-        if let Some(problem) = problem {
+        let session = &history.sessions[last];
+        if session.closed_ns.is_some() || session.live_since().is_none() {
+            let state = if session.closed_ns.is_some() {
+                "closed"
+            } else {
+                "never READY"
+            };
             result.violation(|| Violation {
                 summary: format!(
-                    "client {client} ended the run without a live session in time (last: \
-                     {problem})"
+                    "client {client} ended the run without a live session (last: {state})"
                 ),
-                witness: vec![Evidence::session(history, index)],
+                witness: vec![Evidence::session(history, last)],
             });
+            continue;
+        }
+
+        // 2. After the heal: live connections cover the time, with no gap over the bound.
+        let Some(healed_ns) = history.healed_ns else {
+            continue;
+        };
+        let mut covered_ns = healed_ns;
+        let mut before: Option<usize> = None;
+        for &index in &connections {
+            let connection = &history.sessions[index];
+            let Some(live_ns) = connection.live_since() else {
+                continue;
+            };
+            let until_ns = connection.closed_ns.unwrap_or(u64::MAX);
+            if until_ns <= covered_ns {
+                before = Some(index);
+                continue;
+            }
+            if live_ns > covered_ns + bound_ns {
+                result.violation(|| {
+                    let mut witness: Vec<Evidence> = before
+                        .map(|b| Evidence::session(history, b))
+                        .into_iter()
+                        .collect();
+                    witness.push(Evidence::session(history, index));
+                    Violation {
+                        summary: format!(
+                            "client {client} had no live session from {covered_ns} ns to \
+                             {live_ns} ns, more than {} ms after the heal at {healed_ns} ns",
+                            config.session_bound_ms
+                        ),
+                        witness,
+                    }
+                });
+                break;
+            }
+            covered_ns = covered_ns.max(until_ns);
+            before = Some(index);
         }
     }
     result
@@ -208,31 +235,49 @@ mod tests {
     }
 
     #[test]
-    fn sessions_requires_each_clients_last_session_to_be_live_in_time() {
+    fn sessions_requires_each_clients_last_session_to_be_live_and_gaps_short() {
         let config = CheckConfig::default();
-        let late_ns = 1_000 + config.session_bound_ms * 1_000_000 + 1;
+        let bound_ns = config.session_bound_ms * 1_000_000;
+        let healed_ns = 1_000;
         let mut dropped = session(1, 1, vec![]);
         dropped.closed_ns = Some(5);
         let mut gone = session(2, 1, vec![]);
         gone.closed_ns = Some(5);
         let mut never = session(3, 1, vec![]);
         never.ready_ns = None;
+        // Client 5 loses its session after the heal and is back within the bound; client 6
+        // loses it after the heal and is back only after the bound.
+        let mut quick = session(5, 1, vec![]);
+        quick.closed_ns = Some(healed_ns + 10);
+        let mut slow = session(6, 1, vec![]);
+        slow.closed_ns = Some(healed_ns + 10);
         let history = History {
             sessions: vec![
-                dropped,                     // dropped, then back:
-                session(1, 9, vec![]),       // fine
-                gone,                        // dropped for good
-                never,                       // never READY
-                session(4, late_ns, vec![]), // back too late after the heal
+                dropped,                                           // 0: dropped, then back:
+                session(1, 9, vec![]),                             // 1: fine
+                gone,                                              // 2: dropped for good
+                never,                                             // 3: never READY
+                session(4, healed_ns + bound_ns + 1, vec![]),      // 4: first back too late
+                quick,                                             // 5
+                session(5, healed_ns + 10 + bound_ns, vec![]),     // 6: back in time
+                slow,                                              // 7
+                session(6, healed_ns + 10 + bound_ns + 1, vec![]), // 8: back too late
             ],
-            healed_ns: Some(1_000),
+            healed_ns: Some(healed_ns),
             ..History::default()
         };
         let result = sessions(&history, &config);
-        assert_eq!(result.violations, 3, "{result:?}");
+        assert_eq!(result.violations, 4, "{result:?}");
         assert_eq!(result.witnesses[0].keys(), vec![("session", 2)]);
         assert_eq!(result.witnesses[1].keys(), vec![("session", 3)]);
         assert_eq!(result.witnesses[2].keys(), vec![("session", 4)]);
-        assert!(result.examples[2].contains("back only at"), "{result:?}");
+        assert!(
+            result.examples[2].contains("no live session from 1000 ns"),
+            "{result:?}"
+        );
+        assert_eq!(
+            result.witnesses[3].keys(),
+            vec![("session", 7), ("session", 8)]
+        );
     }
 }
