@@ -232,10 +232,23 @@ fn every_ring_node_crashing_in_periodic_mode_loses_acknowledged_messages_and_dur
     let durability = &report.checks["durability"];
     assert!(durability.violations > 0, "{}", report.summary());
     assert!(
-        durability.examples[0].contains("missing from a read"),
+        durability.examples[0].contains("missing from read op"),
         "{:?}",
         durability.examples
     );
+    // The witness: the acknowledged send, then the later read that lost it.
+    let witness = &durability.witnesses[0].witness;
+    assert_eq!(witness.len(), 2);
+    let ops: Vec<&chat_reports::history::Op> = witness
+        .iter()
+        .filter_map(|e| match e {
+            checks::Evidence::Op { op, .. } => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(ops[0].outcome, Outcome::Sent { .. }), "{ops:?}");
+    assert!(matches!(ops[1].outcome, Outcome::Read { .. }), "{ops:?}");
+    assert!(ops[0].completed_ns < ops[1].invoked_ns);
     assert_eq!(report.exit_code, report::EXIT_SAFETY);
 }
 
