@@ -148,10 +148,13 @@ where
         let (x0, x1) = (start as f64 / 1000.0, end as f64 / 1000.0);
         Rectangle::new([(x0, 0.0), (x1, top)], RED.mix(0.15).filled())
     });
-    chart
-        .draw_series(bands)?
-        .label("fault active")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.mix(0.3).filled()));
+    let drawn = chart.draw_series(bands)?;
+    // A legend entry only for a run that had faults.
+    if !input.fault_windows_ms.is_empty() {
+        drawn
+            .label("fault active")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.mix(0.3).filled()));
+    }
     Ok(())
 }
 
@@ -491,6 +494,15 @@ mod tests {
         let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
         assert!(svg.contains("simulated time (s)"), "axis label drawn");
         assert!(svg.contains("fault active"), "legend for the shaded faults");
+
+        // Without faults, no legend entry for them.
+        let quiet = PlotInput {
+            fault_windows_ms: Vec::new(),
+            ..input
+        };
+        write_all(&quiet, &dir).unwrap();
+        let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
+        assert!(!svg.contains("fault active"), "no faults, no legend entry");
         let png = std::fs::read(dir.join("availability.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         std::fs::remove_dir_all(&dir).unwrap();
