@@ -3,6 +3,11 @@
 //! A history holds only what a client could observe: operations it invoked with their outcome,
 //! gateway sessions with the payloads they received, and (from the nemesis) when faults were
 //! applied. Times are simulated ns since the start of the run.
+//!
+//! A gateway *connection* is one [`Session`] record. A connection that resumed an earlier
+//! one (Resume, answered by RESUMED) continues that logical session: its dispatches go on
+//! with the same `s` numbering, and the checkers treat the chain of connections as one
+//! session. Fields added after the first schema default to empty, so older histories load.
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +81,10 @@ pub struct Op {
     pub completed_ns: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// A read the run makes to verify durability after the workload (the final full-history
+    /// read), not workload traffic: availability leaves it out.
+    #[serde(default)]
+    pub verification: bool,
 }
 
 /// One gateway session of one client.
@@ -95,6 +104,25 @@ pub struct Session {
     pub closed_ns: Option<u64>,
     /// The close code, if the server sent one.
     pub close_code: Option<u16>,
+    /// The connection whose session this one asked to resume (op 6), if it did.
+    #[serde(default)]
+    pub resumes: Option<usize>,
+    /// When RESUMED arrived: from then on this connection continues [`Session::resumes`].
+    #[serde(default)]
+    pub resumed_ns: Option<u64>,
+    /// When the server answered Invalid Session (op 9), ending the session for good.
+    #[serde(default)]
+    pub invalidated_ns: Option<u64>,
+    /// The client closed it on purpose (going offline), not a fault.
+    #[serde(default)]
+    pub closed_by_client: bool,
+}
+
+impl Session {
+    /// Whether the session was usable (READY, or resumed) at `at_ns`, ignoring its close.
+    pub fn live_since(&self) -> Option<u64> {
+        self.ready_ns.or(self.resumed_ns)
+    }
 }
 
 /// One dispatch a session received.
@@ -112,6 +140,12 @@ pub struct Delivery {
     pub message_id: Option<u64>,
     /// When it arrived.
     pub at_ns: u64,
+    /// For message events: the author.
+    #[serde(default)]
+    pub author_id: Option<u64>,
+    /// For message events: the nonce the sender attached, if any.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A fault as the nemesis applied it.
@@ -134,4 +168,37 @@ pub struct History {
     pub deliveries: Vec<Delivery>,
     /// Faults, in application order.
     pub faults: Vec<AppliedFault>,
+    /// When the last fault was healed (the quiet period began), if the run says.
+    #[serde(default)]
+    pub healed_ns: Option<u64>,
+}
+
+impl History {
+    /// The first connection of the logical session connection `index` belongs to: follows
+    /// [`Session::resumes`] back through every resume attempt the server did not refuse with
+    /// Invalid Session. An attempt closed before RESUMED ends the logical session there (it
+    /// is closed), unless a later attempt resumes from it.
+    pub fn chain_root(&self, index: usize) -> usize {
+        let mut at = index;
+        // Each step goes to a lower index, so the walk ends.
+        while let Some(session) = self.sessions.get(at) {
+            match (session.resumes, session.invalidated_ns) {
+                (Some(previous), None) if previous < at => at = previous,
+                _ => break,
+            }
+        }
+        at
+    }
+
+    /// The connections of each logical session, by root, in opening order.
+    pub fn chains(&self) -> std::collections::BTreeMap<usize, Vec<usize>> {
+        let mut chains: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for index in 0..self.sessions.len() {
+            chains
+                .entry(self.chain_root(index))
+                .or_default()
+                .push(index);
+        }
+        chains
+    }
 }

@@ -1,25 +1,34 @@
 //! The run report: a versioned JSON document for scripts and CI, and a text summary for people.
 //!
-//! Schema (version 1), top level: `schema_version`, `seed`, `scenario`, `trace_hash` (16 hex
+//! Schema (version 2), top level: `schema_version`, `seed`, `scenario`, `trace_hash` (16 hex
 //! digits), `sim_seconds`, `wall_seconds`, `time_compression`, `events`, `events_per_second`,
 //! `verdict` (`"pass"` / `"fail"`), `exit_code`, `replay_command`, `checks` (one object per
 //! checker with an integer `violations` and `examples`), `operations` (message sends:
 //! `sent`, `acked`, `failed`, `timed_out`), `reads` (the same for history reads),
-//! `deliveries`, `availability` (share of operations that succeeded) with
-//! `availability_objective`, `latency_ms` (`p50`, `p99`, `max` send-to-deliver, or null with no
-//! deliveries), `schedule` (the fault schedule), `profile` (the swarm profile it was drawn
-//! from, or null) and `faults` (faults as applied).
+//! `deliveries`, `availability` (share of operations answered successfully within their
+//! kind's deadline) with `availability_objective`, `latency_ms` (`p50`, `p99`, `max`
+//! send-to-deliver, or null with no deliveries), `schedule` (the fault schedule), `profile`
+//! (the swarm profile it was drawn from, or null) and `faults` (faults as applied).
+//!
+//! Version 2 added, keeping every version 1 field: per check `witnesses` (each violation with
+//! the history items that make it one), the checks `duplicates` and `causality`,
+//! `availability_within_100ms`, `availability_windows` (per one-minute window: `start_s`,
+//! `ops`, `ok`, `fast`, `availability`) and `check_config` (objective, deadline per operation
+//! kind, window, liveness bounds). `availability` now also counts an answer later than its
+//! deadline as a failure.
 
 use std::collections::BTreeMap;
 
 use chat_faults::{Profile, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{check_all, CheckClass, CheckResult, CHECKS};
+use crate::checks::{
+    availability_stats, check_all, CheckClass, CheckConfig, CheckResult, Window, CHECKS,
+};
 use crate::history::{AppliedFault, History, OpKind, Outcome};
 
 /// The report schema's version; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Exit status of a run that passed.
 pub const EXIT_PASS: i32 = 0;
@@ -77,8 +86,8 @@ pub struct RunInfo {
     pub schedule: Schedule,
     /// The swarm profile the schedule was drawn from, if it was drawn.
     pub profile: Option<Profile>,
-    /// The share of operations that must succeed.
-    pub availability_objective: f64,
+    /// What the checks hold the run to.
+    pub check_config: CheckConfig,
     /// The command that replays this run.
     pub replay_command: String,
     /// Checks the harness made itself rather than from the history: `invariants` (error-level
@@ -125,6 +134,12 @@ pub struct Report {
     pub availability: f64,
     /// The objective it was held to.
     pub availability_objective: f64,
+    /// Share of all operations answered successfully within 100 ms.
+    pub availability_within_100ms: f64,
+    /// Availability per window.
+    pub availability_windows: Vec<Window>,
+    /// What the checks held the run to.
+    pub check_config: CheckConfig,
     /// Send-to-deliver latency.
     pub latency_ms: Option<LatencyMs>,
     /// The schedule.
@@ -201,13 +216,12 @@ pub fn exit_code(checks: &BTreeMap<String, CheckResult>) -> i32 {
 impl Report {
     /// Checks `history` and builds the report.
     pub fn build(info: RunInfo, history: &History) -> Self {
-        let mut checks = check_all(history, info.availability_objective);
+        let mut checks = check_all(history, &info.check_config);
         checks.extend(info.harness_checks.clone());
         let exit_code = exit_code(&checks);
         let operations = count(history, true);
         let reads = count(history, false);
-        let total = operations.sent + reads.sent;
-        let ok = operations.acked + reads.acked;
+        let stats = availability_stats(history, &info.check_config);
         let deliveries = history
             .deliveries
             .iter()
@@ -236,12 +250,11 @@ impl Report {
             operations,
             reads,
             deliveries,
-            availability: if total == 0 {
-                1.0
-            } else {
-                ok as f64 / total as f64
-            },
-            availability_objective: info.availability_objective,
+            availability: stats.availability,
+            availability_objective: info.check_config.availability_objective,
+            availability_within_100ms: stats.within_100ms,
+            availability_windows: stats.windows,
+            check_config: info.check_config,
             latency_ms: latency(history),
             schedule: info.schedule,
             profile: info.profile,
@@ -297,9 +310,10 @@ impl Report {
             self.deliveries
         ));
         line(format!(
-            "avail   {:.4}% (objective {:.2}%)",
+            "avail   {:.4}% in time (objective {:.2}%), {:.2}% within 100 ms",
             self.availability * 100.0,
-            self.availability_objective * 100.0
+            self.availability_objective * 100.0,
+            self.availability_within_100ms * 100.0
         ));
         for (name, result) in &self.checks {
             let mark = if result.violations == 0 {
@@ -346,7 +360,7 @@ mod tests {
             wall_seconds: 2.0,
             schedule: Schedule::default(),
             profile: None,
-            availability_objective: 0.9999,
+            check_config: CheckConfig::default(),
             replay_command: "cargo chatsim run --seed 7".into(),
             harness_checks: BTreeMap::new(),
         }
@@ -365,6 +379,7 @@ mod tests {
                     invoked_ns: 1_000_000,
                     completed_ns: 2_000_000,
                     outcome: Outcome::Sent { message_id: 42 },
+                    verification: false,
                 },
                 Op {
                     client: 1,
@@ -378,6 +393,7 @@ mod tests {
                     outcome: Outcome::Read {
                         message_ids: vec![42],
                     },
+                    verification: false,
                 },
             ],
             deliveries: vec![Delivery {
@@ -387,6 +403,8 @@ mod tests {
                 channel_id: Some(5),
                 message_id: Some(42),
                 at_ns: 11_000_000,
+                author_id: None,
+                nonce: None,
             }],
             ..History::default()
         };
@@ -408,7 +426,8 @@ mod tests {
         assert_eq!(report.time_compression, 30.0);
 
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["schema_version"], 2);
+        assert_eq!(json["availability_windows"][0]["ops"], 2);
         assert_eq!(json["checks"]["durability"]["violations"], 0);
         assert_eq!(json["trace_hash"].as_str().unwrap().len(), 16);
     }
@@ -416,10 +435,8 @@ mod tests {
     #[test]
     fn a_logged_invariant_error_fails_the_run_as_a_safety_violation() {
         let mut info = info();
-        let error = CheckResult {
-            violations: 1,
-            examples: vec!["chat_system::guild: fanout_queue_closed".into()],
-        };
+        let mut error = CheckResult::default();
+        error.add_example("chat_system::guild: fanout_queue_closed".into());
         info.harness_checks.insert("invariants".into(), error);
         let report = Report::build(info, &History::default());
         assert_eq!(report.checks["invariants"].violations, 1);
@@ -430,10 +447,8 @@ mod tests {
     #[test]
     fn the_most_serious_failing_class_decides_the_exit_code() {
         let mut checks = BTreeMap::new();
-        let bad = CheckResult {
-            violations: 1,
-            examples: vec![],
-        };
+        let mut bad = CheckResult::default();
+        bad.add_example("x".into());
         checks.insert("availability".to_string(), bad.clone());
         assert_eq!(exit_code(&checks), EXIT_OBJECTIVE);
         checks.insert("delivery".to_string(), bad.clone());

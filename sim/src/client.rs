@@ -1,14 +1,23 @@
-//! Simulated users: each identifies on the gateway, heartbeats with jitter, sends messages and
-//! reads history over REST, reconnects with exponential backoff and jitter, and records every
-//! operation and every dispatch in the run's history.
+//! Simulated users: each identifies on the gateway, heartbeats with jitter, sends messages
+//! (Poisson, with bursts, or at the times a script gives) and reads history (recent pages and
+//! paged reads) over REST, goes offline and comes back, reconnects with exponential backoff
+//! and jitter, and resumes a dropped session; it records every operation and every dispatch.
+//!
+//! Resume follows Discord's documented protocol: after a connection is lost without a close
+//! code, or with one that allows it, the client opens a new connection, waits for Hello and
+//! sends op 6 `{token, session_id, seq}` instead of Identify; the server replays the missed
+//! dispatches in order and then sends RESUMED. Invalid Session (op 9) with `d: false`, or a
+//! close before RESUMED (a server without Resume closes with 4003), falls back to Identify
+//! after a short random wait. Going offline closes with 1000, which ends the session.
 //!
 //! The code is runtime-neutral (it uses `tokio` as the workspace names it and madsim's `rand`,
-//! which is the `rand` crate outside the simulator), so it can drive a real cluster too.
-//!
-//! TODO(workload-resume): a dropped session identifies again; Resume comes with the gateway's
-//! replay buffer. TODO(workload-shape): heavy-tailed guilds, bursts, churn, trace replay.
+//! which is the `rand` crate outside the simulator), so it can drive a real cluster too. Not
+//! modelled: `resume_gateway_url` pointing elsewhere (there is one gateway address), zlib
+//! transport compression, sharding.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_reports::history::{Delivery, Op, OpKind, Outcome};
@@ -19,6 +28,8 @@ use hyper::{Method, StatusCode};
 use madsim::rand::{thread_rng, Rng};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::recorder::Recorder;
@@ -34,6 +45,28 @@ const RATE_LIMIT_RETRIES_MAX: usize = 3;
 /// Reconnect backoff doubles from the minimum up to this cap (then ±50% jitter), so a client
 /// is back within seconds of a gateway returning.
 const BACKOFF_MS_MAX: u64 = 5_000;
+/// Mean gap between the sends of a burst.
+const BURST_GAP_MS_MEAN: u64 = 1_000;
+/// How long opening a gateway connection (TCP and the WebSocket handshake) may take.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long a new connection waits for Hello before it is given up as lost.
+const HELLO_TIMEOUT_MS: u64 = 10_000;
+/// After Invalid Session, Discord asks clients to wait 1 to 5 s before identifying.
+const INVALID_WAIT_MS: (u64, u64) = (1_000, 5_000);
+/// Close codes after which a session cannot be resumed (Discord's table; 4003 is how a
+/// server without Resume answers op 6).
+const NOT_RESUMABLE: [u16; 10] = [1000, 1001, 4003, 4004, 4007, 4009, 4010, 4011, 4012, 4013];
+
+/// A send the script fixes: when (ms since the start) and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptedSend {
+    /// When, in simulated ms since the start of the run.
+    pub at_ms: u64,
+    /// The channel.
+    pub channel_id: u64,
+    /// The content's length in characters.
+    pub length: usize,
+}
 
 /// One simulated user.
 #[derive(Clone)]
@@ -48,10 +81,14 @@ pub struct UserClient {
     pub gateway: SocketAddr,
     /// The workload's timings.
     pub scenario: Scenario,
+    /// Sends at fixed times (a trace, an @everyone burst), besides the Poisson ones.
+    pub script: Arc<Vec<ScriptedSend>>,
     /// Where everything is recorded.
     pub recorder: Recorder,
     /// The start of the run.
     pub start: Instant,
+    /// Cleared while the user is offline: it then neither sends nor reads.
+    pub online: Arc<AtomicBool>,
 }
 
 fn exponential_ms(mean_ms: u64) -> u64 {
@@ -64,6 +101,25 @@ fn jitter(ms: u64) -> Duration {
     Duration::from_millis((ms as f64 * factor) as u64)
 }
 
+/// A session the client may resume: its id, the last `s` seen, and the connection it was on.
+#[derive(Debug, Clone)]
+struct Resumable {
+    session_id: String,
+    seq: Option<u64>,
+    connection: usize,
+    channel_ids: Vec<u64>,
+}
+
+/// How a connection ended.
+enum SessionEnd {
+    /// The client went offline (close 1000): the session is over.
+    Offline,
+    /// Lost without a close code, by a zombie heartbeat, or with a resumable code.
+    Dropped(Option<Resumable>),
+    /// Invalid Session, or a close code that forbids resuming: identify afresh.
+    Refused,
+}
+
 impl UserClient {
     fn at(&self, ms: u64) -> tokio::time::Instant {
         runtime_instant(self.start + Duration::from_millis(ms))
@@ -73,11 +129,30 @@ impl UserClient {
         format!("Bot {}", self.user.token)
     }
 
-    /// Runs the user until the run ends: a gateway session, a sender, a reader, a final read.
+    fn workload_over(&self) -> bool {
+        self.recorder.now_ns() >= self.scenario.workload_end_ms * 1_000_000
+    }
+
+    fn random_channel(&self) -> Option<u64> {
+        if self.channel_ids.is_empty() {
+            return None;
+        }
+        Some(self.channel_ids[thread_rng().gen_range(0..self.channel_ids.len())])
+    }
+
+    /// Runs the user until the run ends: a gateway session, a sender, a reader, the script,
+    /// a final read.
     pub async fn run(self) {
         tokio::spawn(self.clone().gateway_loop());
-        tokio::spawn(self.clone().send_loop());
-        tokio::spawn(self.clone().read_loop());
+        if self.scenario.workload.send_gap_ms_mean > 0 {
+            tokio::spawn(self.clone().send_loop());
+        }
+        if self.scenario.workload.read_gap_ms_mean > 0 {
+            tokio::spawn(self.clone().read_loop());
+        }
+        if !self.script.is_empty() {
+            tokio::spawn(self.clone().script_loop());
+        }
         tokio::time::sleep_until(self.at(self.scenario.final_read_ms)).await;
         for channel_id in self.channel_ids.clone() {
             self.read_all(channel_id).await;
@@ -85,33 +160,71 @@ impl UserClient {
     }
 
     async fn send_loop(self) {
+        let workload = self.scenario.workload.clone();
         let mut sent = 0u64;
         loop {
-            tokio::time::sleep(Duration::from_millis(exponential_ms(
-                self.scenario.send_gap_ms_mean,
-            )))
-            .await;
-            if self.recorder.now_ns() >= self.scenario.workload_end_ms * 1_000_000 {
+            let gap = exponential_ms(workload.send_gap_ms_mean);
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            if self.workload_over() {
                 return;
             }
-            sent += 1;
-            let channel_id = self.channel_ids[thread_rng().gen_range(0..self.channel_ids.len())];
-            let nonce = format!("{}-{sent}", self.user.id % 1_000_000_000);
-            self.send(channel_id, nonce).await;
+            let Some(channel_id) = self.random_channel() else {
+                return;
+            };
+            if !self.online.load(Ordering::Relaxed) {
+                continue;
+            }
+
+            // A send, and perhaps a burst of follow-ups in the same channel.
+            let burst = if thread_rng().gen_bool(workload.burst_share) {
+                thread_rng().gen_range(1..=workload.burst_size_max.max(1))
+            } else {
+                0
+            };
+            for index in 0..=burst {
+                if index > 0 {
+                    let gap = exponential_ms(BURST_GAP_MS_MEAN);
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
+                }
+                sent += 1;
+                let nonce = format!("{}-{sent}", self.user.id % 1_000_000_000);
+                self.send(channel_id, nonce, 20).await;
+            }
+        }
+    }
+
+    async fn script_loop(self) {
+        for (index, step) in self.script.iter().enumerate() {
+            tokio::time::sleep_until(self.at(step.at_ms)).await;
+            if self.workload_over() {
+                return;
+            }
+            let nonce = format!("t{}-{index}", self.user.id % 1_000_000_000);
+            self.send(step.channel_id, nonce, step.length).await;
         }
     }
 
     async fn read_loop(self) {
+        let workload = self.scenario.workload.clone();
         loop {
-            tokio::time::sleep(Duration::from_millis(exponential_ms(
-                self.scenario.read_gap_ms_mean,
-            )))
-            .await;
-            if self.recorder.now_ns() >= self.scenario.workload_end_ms * 1_000_000 {
+            let gap = exponential_ms(workload.read_gap_ms_mean);
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            if self.workload_over() {
                 return;
             }
-            let channel_id = self.channel_ids[thread_rng().gen_range(0..self.channel_ids.len())];
-            self.read(channel_id, None, RECENT_PAGE).await;
+            let Some(channel_id) = self.random_channel() else {
+                return;
+            };
+            if !self.online.load(Ordering::Relaxed) {
+                continue;
+            }
+            let page = self.read(channel_id, None, RECENT_PAGE, false).await;
+            // A paged read goes back from the oldest message of a full first page.
+            let paged = thread_rng().gen_bool(workload.paged_read_share);
+            if let Some(ids) = page.filter(|ids| paged && ids.len() == RECENT_PAGE) {
+                let before = ids.last().copied();
+                self.read(channel_id, before, RECENT_PAGE, false).await;
+            }
         }
     }
 
@@ -178,34 +291,66 @@ impl UserClient {
         }
     }
 
-    async fn send(&self, channel_id: u64, nonce: String) {
-        let invoked_ns = self.recorder.now_ns();
-        let body = json!({"content": format!("hello from {}", self.user.username), "nonce": nonce});
-        let path = format!("/api/v10/channels/{channel_id}/messages");
-        let answer = self
-            .request(Method::POST, path, Some(body.to_string().into_bytes()))
-            .await;
-        let outcome = match answer {
-            Ok(message) => match message["id"].as_str().and_then(|id| id.parse().ok()) {
-                Some(message_id) => Outcome::Sent { message_id },
-                None => Outcome::Failed {
-                    status: 200,
-                    reason: "answer has no id".into(),
+    /// Sends one message, retrying a timeout or 5xx with the same nonce (and
+    /// `enforce_nonce`) as many times as the workload allows; every attempt is recorded.
+    async fn send(&self, channel_id: u64, nonce: String, length: usize) {
+        let retries = self.scenario.workload.send_retries;
+        for attempt in 0..=retries {
+            let invoked_ns = self.recorder.now_ns();
+            let mut body = json!({
+                "content": "x".repeat(length.clamp(1, 2000)),
+                "nonce": nonce,
+            });
+            // TODO(api-nonce): today's API refuses `enforce_nonce` as an unknown field, so
+            // retries (off in every built-in scenario) fail until it dedups by nonce.
+            if attempt > 0 {
+                body["enforce_nonce"] = json!(true);
+            }
+            let path = format!("/api/v10/channels/{channel_id}/messages");
+            let answer = self
+                .request(Method::POST, path, Some(body.to_string().into_bytes()))
+                .await;
+            let outcome = match answer {
+                Ok(message) => match message["id"].as_str().and_then(|id| id.parse().ok()) {
+                    Some(message_id) => Outcome::Sent { message_id },
+                    None => Outcome::Failed {
+                        status: 200,
+                        reason: "answer has no id".into(),
+                    },
                 },
-            },
-            Err(outcome) => outcome,
-        };
-        self.recorder.op(Op {
-            client: self.user.id,
-            kind: OpKind::Send { channel_id, nonce },
-            invoked_ns,
-            completed_ns: self.recorder.now_ns(),
-            outcome,
-        });
+                Err(outcome) => outcome,
+            };
+            let retry = match &outcome {
+                Outcome::TimedOut => true,
+                Outcome::Failed { status, .. } => *status >= 500 || *status == 0,
+                _ => false,
+            };
+            self.recorder.op(Op {
+                client: self.user.id,
+                kind: OpKind::Send {
+                    channel_id,
+                    nonce: nonce.clone(),
+                },
+                invoked_ns,
+                completed_ns: self.recorder.now_ns(),
+                outcome,
+                verification: false,
+            });
+            if !retry || self.workload_over() {
+                return;
+            }
+        }
     }
 
-    /// Reads one page; returns its ids if it succeeded.
-    async fn read(&self, channel_id: u64, before: Option<u64>, limit: usize) -> Option<Vec<u64>> {
+    /// Reads one page; returns its ids if it succeeded. A `verification` read is the
+    /// final full-history one.
+    async fn read(
+        &self,
+        channel_id: u64,
+        before: Option<u64>,
+        limit: usize,
+        verification: bool,
+    ) -> Option<Vec<u64>> {
         let invoked_ns = self.recorder.now_ns();
         let mut path = format!("/api/v10/channels/{channel_id}/messages?limit={limit}");
         if let Some(before) = before {
@@ -240,6 +385,7 @@ impl UserClient {
             invoked_ns,
             completed_ns: self.recorder.now_ns(),
             outcome,
+            verification,
         });
         ids
     }
@@ -247,7 +393,7 @@ impl UserClient {
     /// Pages through a channel's whole history, newest first.
     async fn read_all(&self, channel_id: u64) {
         let mut before = None;
-        while let Some(ids) = self.read(channel_id, before, FINAL_PAGE).await {
+        while let Some(ids) = self.read(channel_id, before, FINAL_PAGE, true).await {
             match ids.last() {
                 Some(&oldest) if ids.len() == FINAL_PAGE => before = Some(oldest),
                 _ => return,
@@ -255,94 +401,225 @@ impl UserClient {
         }
     }
 
+    /// When this user next goes offline, if it does before faults end (everyone is back
+    /// online for the quiet period), and for how long.
+    fn next_offline(&self) -> Option<(tokio::time::Instant, Duration)> {
+        let workload = &self.scenario.workload;
+        if workload.offline_gap_ms_mean == 0 {
+            return None;
+        }
+        let now_ms = self.recorder.now_ns() / 1_000_000;
+        let at_ms = now_ms + exponential_ms(workload.offline_gap_ms_mean);
+        let for_ms = exponential_ms(workload.offline_ms_mean).max(1);
+        (at_ms + for_ms < self.scenario.faults_end_ms())
+            .then(|| (self.at(at_ms), Duration::from_millis(for_ms)))
+    }
+
     async fn gateway_loop(self) {
         let mut failures: u32 = 0;
+        let mut resumable: Option<Resumable> = None;
+        let mut offline = self.next_offline();
         loop {
-            match self.session().await {
-                Ok(()) => failures = 0,
-                Err(reason) => {
-                    tracing::debug!(user = self.user.id, reason, "gateway_session_failed");
-                    failures = failures.saturating_add(1);
-                }
+            // 1. One connection: a new session, or a resume of the last one. An offline
+            //    period that came due while the client had no connection is skipped, so no
+            //    one goes offline later than planned (into the quiet period).
+            if offline.is_some_and(|(at, _)| at <= tokio::time::Instant::now()) {
+                offline = self.next_offline();
             }
-            let backoff = BACKOFF_MS_MIN
-                .saturating_mul(1 << failures.min(6))
-                .min(BACKOFF_MS_MAX);
-            tokio::time::sleep(jitter(backoff)).await;
+            let end = self
+                .connection(resumable.take(), offline.map(|(at, _)| at))
+                .await;
+
+            // 2. What next: back after being offline, resume, identify afresh, or back off.
+            let wait = match end {
+                Ok(SessionEnd::Offline) => {
+                    let away = offline.map_or(Duration::ZERO, |(_, away)| away);
+                    self.online.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(away).await;
+                    self.online.store(true, Ordering::Relaxed);
+                    offline = self.next_offline();
+                    failures = 0;
+                    continue;
+                }
+                Ok(SessionEnd::Refused) => {
+                    failures = 0;
+                    let (low, high) = INVALID_WAIT_MS;
+                    Duration::from_millis(thread_rng().gen_range(low..=high))
+                }
+                Ok(SessionEnd::Dropped(next)) => {
+                    // A session that was up resumes at once (with jitter); the backoff
+                    // applies to connections that keep failing.
+                    let was_up = next.is_some();
+                    resumable = next;
+                    failures = if was_up {
+                        0
+                    } else {
+                        failures.saturating_add(1)
+                    };
+                    self.backoff(failures)
+                }
+                Err(reason) => {
+                    tracing::debug!(user = self.user.id, reason, "gateway_connect_failed");
+                    failures = failures.saturating_add(1);
+                    self.backoff(failures)
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// One gateway session, from connect to close.
-    async fn session(&self) -> Result<(), String> {
-        let stream = TcpStream::connect(self.gateway)
-            .await
-            .map_err(|e| e.to_string())?;
-        let url = format!("ws://{}/gateway", self.gateway);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let index = self.recorder.session_opened(self.user.id);
-        let code = self.drive(&mut ws, index).await;
-        self.recorder.session_closed(index, code);
-        Ok(())
+    fn backoff(&self, failures: u32) -> Duration {
+        let backoff = BACKOFF_MS_MIN
+            .saturating_mul(1 << failures.min(6))
+            .min(BACKOFF_MS_MAX);
+        jitter(backoff)
     }
 
-    /// Runs an open session; returns the server's close code, if it sent one.
-    async fn drive<S>(&self, ws: &mut S, index: usize) -> Option<u16>
+    /// One gateway connection, from connect to close.
+    async fn connection(
+        &self,
+        resume: Option<Resumable>,
+        offline_at: Option<tokio::time::Instant>,
+    ) -> Result<SessionEnd, String> {
+        // A crashed or partitioned gateway stalls a connect rather than refusing it, so the
+        // connect and the WebSocket handshake get a deadline of their own.
+        let open = async {
+            let stream = TcpStream::connect(self.gateway)
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = format!("ws://{}/gateway", self.gateway);
+            tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (mut ws, _) = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), open)
+            .await
+            .map_err(|_| format!("no gateway connection within {CONNECT_TIMEOUT_MS} ms"))??;
+        let index = self
+            .recorder
+            .session_opened(self.user.id, resume.as_ref().map(|r| r.connection));
+        let mut state = SessionState::new(self.scenario.heartbeat_interval_ms, resume);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let end = self
+            .drive(&mut ws, index, &mut state, offline_at.unwrap_or(far))
+            .await;
+        let (code, by_client) = match &end {
+            Ended::Closed(code) => (*code, false),
+            Ended::Offline => (Some(1000), true),
+            Ended::Invalid | Ended::Lost => (None, false),
+        };
+        self.recorder.session_closed(index, code, by_client);
+
+        // What the session can do next.
+        Ok(match end {
+            Ended::Offline => SessionEnd::Offline,
+            Ended::Invalid => SessionEnd::Refused,
+            Ended::Closed(Some(code)) if NOT_RESUMABLE.contains(&code) => SessionEnd::Refused,
+            Ended::Closed(_) | Ended::Lost => SessionEnd::Dropped(state.resumable(index)),
+        })
+    }
+
+    /// Runs an open connection until it ends.
+    async fn drive<S>(
+        &self,
+        ws: &mut S,
+        index: usize,
+        state: &mut SessionState,
+        offline_at: tokio::time::Instant,
+    ) -> Ended
     where
         S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
             + futures_util::Sink<Message>
             + Unpin,
     {
-        let mut state = SessionState::new(self.scenario.heartbeat_interval_ms);
         loop {
-            // 1. The next payload, or the heartbeat timer.
+            // 1. The next payload, the heartbeat timer, or going offline.
             let message = tokio::select! {
                 biased;
                 message = ws.next() => message,
                 () = tokio::time::sleep_until(state.next_heartbeat) => {
                     // No ACK since the last heartbeat: a zombied connection, so reconnect.
-                    let beat = state.heartbeat_due()?;
-                    ws.send(Message::Text(beat.to_string().into())).await.ok()?;
+                    let Some(beat) = state.heartbeat_due() else {
+                        return Ended::Lost;
+                    };
+                    if ws.send(Message::Text(beat.to_string().into())).await.is_err() {
+                        return Ended::Lost;
+                    }
                     continue;
+                }
+                () = tokio::time::sleep_until(offline_at) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "going offline".into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    return Ended::Offline;
                 }
             };
             let text = match message {
                 Some(Ok(Message::Text(text))) => text.to_string(),
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Close(frame))) => {
+                    return Ended::Closed(frame.map(|f| u16::from(f.code)))
+                }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
+                Some(Err(_)) | None => return Ended::Lost,
             };
 
             // 2. What it means, and what to answer.
-            let payload: Value = serde_json::from_str(&text).ok()?;
+            let Ok(payload) = serde_json::from_str::<Value>(&text) else {
+                return Ended::Lost;
+            };
             let answer = match payload["op"].as_u64() {
-                Some(10) => Some(self.on_hello(&mut state, &payload)),
+                Some(10) => Some(self.on_hello(state, &payload)),
                 Some(11) => {
                     state.awaiting_ack = false;
                     None
                 }
                 Some(1) => Some(json!({"op": 1, "d": state.last_s})),
                 Some(0) => {
-                    self.on_dispatch(&mut state, index, &payload);
+                    self.on_dispatch(state, index, &payload);
                     None
                 }
-                _ => return None,
+                Some(9) => {
+                    self.recorder.session_invalidated(index);
+                    // `d: true` would allow a resume; the next connection tries one then.
+                    if payload["d"].as_bool() == Some(true) {
+                        return Ended::Lost;
+                    }
+                    state.ready = None;
+                    state.resume = None;
+                    return Ended::Invalid;
+                }
+                Some(7) => return Ended::Lost,
+                _ => return Ended::Lost,
             };
             if let Some(answer) = answer {
-                ws.send(Message::Text(answer.to_string().into()))
+                if ws
+                    .send(Message::Text(answer.to_string().into()))
                     .await
-                    .ok()?;
+                    .is_err()
+                {
+                    return Ended::Lost;
+                }
             }
         }
     }
 
-    /// Hello: schedule the first heartbeat at a random point of the interval; answer Identify.
+    /// Hello: schedule the first heartbeat at a random point of the interval; answer Resume
+    /// for a session to resume, Identify otherwise.
     fn on_hello(&self, state: &mut SessionState, payload: &Value) -> Value {
         let announced_ms = payload["d"]["heartbeat_interval"].as_u64();
         state.interval_ms = announced_ms.unwrap_or(state.interval_ms).max(1);
         let first_ms = thread_rng().gen_range(0..state.interval_ms);
         state.next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(first_ms);
+        state.awaiting_ack = false;
+        if let Some(resume) = &state.resume {
+            return json!({"op": 6, "d": {
+                "token": self.user.token,
+                "session_id": resume.session_id,
+                "seq": resume.seq,
+            }});
+        }
         json!({"op": 2, "d": {
             "token": self.user.token,
             "intents": 513 | 32768,
@@ -350,37 +627,67 @@ impl UserClient {
         }})
     }
 
-    /// A dispatch: record it; READY and the GUILD_CREATEs make the session ready.
+    /// A dispatch: record it; READY and the GUILD_CREATEs make the session ready; RESUMED
+    /// makes a resumed one live again.
     fn on_dispatch(&self, state: &mut SessionState, index: usize, payload: &Value) {
         let s = payload["s"].as_u64().unwrap_or(0);
         state.last_s = Some(s);
+        // A replayed dispatch moves a pending resume forward, so a resume retried after this
+        // connection drops asks only for what came after it.
+        if let Some(resume) = &mut state.resume {
+            resume.seq = Some(s);
+            resume.connection = index;
+        }
         let event = payload["t"].as_str().unwrap_or_default().to_string();
         let data = &payload["d"];
-        let id = |field: &str| data[field].as_str().and_then(|v| v.parse::<u64>().ok());
+        let id = |value: &Value| value.as_str().and_then(|v| v.parse::<u64>().ok());
         match event.as_str() {
             "READY" => {
                 let session_id = data["session_id"].as_str().unwrap_or_default();
                 let guild_count = data["guilds"].as_array().map_or(0, Vec::len);
                 state.ready = Some((session_id.to_string(), guild_count));
+                state.resume = None;
             }
             "GUILD_CREATE" => {
                 state.guilds_seen += 1;
                 let listed = data["channels"].as_array().cloned().unwrap_or_default();
-                let ids = listed
-                    .iter()
-                    .filter_map(|c| c["id"].as_str()?.parse::<u64>().ok());
-                state.channel_ids.extend(ids);
+                state
+                    .channel_ids
+                    .extend(listed.iter().filter_map(|c| id(&c["id"])));
+            }
+            "RESUMED" => {
+                if let Some(resume) = state.resume.take() {
+                    state.ready = Some((resume.session_id, 0));
+                    state.channel_ids = resume.channel_ids;
+                    state.announced = true;
+                    self.recorder.session_resumed(index);
+                }
             }
             _ => {}
         }
         let is_message = event.starts_with("MESSAGE_");
+        let nonce = match &data["nonce"] {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        };
         self.recorder.delivery(Delivery {
             session: index,
             s,
-            channel_id: if is_message { id("channel_id") } else { None },
-            message_id: if is_message { id("id") } else { None },
+            channel_id: if is_message {
+                id(&data["channel_id"])
+            } else {
+                None
+            },
+            message_id: if is_message { id(&data["id"]) } else { None },
             event,
             at_ns: self.recorder.now_ns(),
+            author_id: if is_message {
+                id(&data["author"]["id"])
+            } else {
+                None
+            },
+            nonce: if is_message { nonce } else { None },
         });
 
         // Ready once every guild READY listed has arrived.
@@ -395,31 +702,47 @@ impl UserClient {
     }
 }
 
-/// What a client tracks about its open session.
+/// How a connection's drive ended.
+enum Ended {
+    /// The server closed it, with this code if it gave one.
+    Closed(Option<u16>),
+    /// The client closed it to go offline.
+    Offline,
+    /// Invalid Session, not resumable.
+    Invalid,
+    /// The connection was lost, zombied, or asked to reconnect.
+    Lost,
+}
+
+/// What a client tracks about its open connection.
 struct SessionState {
     interval_ms: u64,
     next_heartbeat: tokio::time::Instant,
     awaiting_ack: bool,
     last_s: Option<u64>,
-    /// The session id and guild count READY announced.
+    /// The session id and guild count READY announced (or the resumed session's id).
     ready: Option<(String, usize)>,
     channel_ids: Vec<u64>,
     guilds_seen: usize,
     announced: bool,
+    /// The session this connection is resuming, until RESUMED arrives.
+    resume: Option<Resumable>,
 }
 
 impl SessionState {
-    fn new(interval_ms: u64) -> Self {
+    fn new(interval_ms: u64, resume: Option<Resumable>) -> Self {
         Self {
             interval_ms,
-            // Until Hello says otherwise, no heartbeat is due.
-            next_heartbeat: tokio::time::Instant::now() + Duration::from_secs(3600),
-            awaiting_ack: false,
-            last_s: None,
+            // Until Hello, the heartbeat timer is Hello's deadline: "awaiting" an ACK, it
+            // ends the connection as lost when it fires.
+            next_heartbeat: tokio::time::Instant::now() + Duration::from_millis(HELLO_TIMEOUT_MS),
+            awaiting_ack: true,
+            last_s: resume.as_ref().and_then(|r| r.seq),
             ready: None,
             channel_ids: Vec::new(),
             guilds_seen: 0,
             announced: false,
+            resume,
         }
     }
 
@@ -431,5 +754,20 @@ impl SessionState {
         self.awaiting_ack = true;
         self.next_heartbeat = tokio::time::Instant::now() + Duration::from_millis(self.interval_ms);
         Some(json!({"op": 1, "d": self.last_s}))
+    }
+
+    /// The session to resume after this connection (`index`) ends: the one it was live in,
+    /// or, if a resume was still pending, that one again.
+    fn resumable(&self, index: usize) -> Option<Resumable> {
+        if let Some(pending) = &self.resume {
+            return Some(pending.clone());
+        }
+        let (session_id, _) = self.ready.as_ref().filter(|_| self.announced)?;
+        Some(Resumable {
+            session_id: session_id.clone(),
+            seq: self.last_s,
+            connection: index,
+            channel_ids: self.channel_ids.clone(),
+        })
     }
 }

@@ -10,3 +10,5 @@ pub mod ringsim;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;
+pub mod trace;
+pub mod workload;

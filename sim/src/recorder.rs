@@ -31,6 +31,18 @@ enum TraceLine<'a> {
     SessionOpened {
         index: usize,
         client: u64,
+        resumes: Option<usize>,
+        at_ns: u64,
+    },
+    SessionResumed {
+        index: usize,
+        at_ns: u64,
+    },
+    SessionInvalidated {
+        index: usize,
+        at_ns: u64,
+    },
+    Healed {
         at_ns: u64,
     },
     SessionReady {
@@ -42,6 +54,7 @@ enum TraceLine<'a> {
     SessionClosed {
         index: usize,
         code: Option<u16>,
+        by_client: bool,
         at_ns: u64,
     },
     Delivery(&'a Delivery),
@@ -80,8 +93,9 @@ impl Recorder {
         state.history.ops.push(op);
     }
 
-    /// Records a new session; returns its index.
-    pub fn session_opened(&self, client: u64) -> usize {
+    /// Records a new connection, which asks to resume connection `resumes` if given;
+    /// returns its index.
+    pub fn session_opened(&self, client: u64, resumes: Option<usize>) -> usize {
         let at_ns = self.now_ns();
         let mut state = self.lock();
         let index = state.history.sessions.len();
@@ -90,6 +104,7 @@ impl Recorder {
             &TraceLine::SessionOpened {
                 index,
                 client,
+                resumes,
                 at_ns,
             },
         );
@@ -101,8 +116,36 @@ impl Recorder {
             channel_ids: Vec::new(),
             closed_ns: None,
             close_code: None,
+            resumes,
+            resumed_ns: None,
+            invalidated_ns: None,
+            closed_by_client: false,
         });
         index
+    }
+
+    /// Records that connection `index` got RESUMED.
+    pub fn session_resumed(&self, index: usize) {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::SessionResumed { index, at_ns });
+        state.history.sessions[index].resumed_ns = Some(at_ns);
+    }
+
+    /// Records that connection `index` got Invalid Session (op 9).
+    pub fn session_invalidated(&self, index: usize) {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::SessionInvalidated { index, at_ns });
+        state.history.sessions[index].invalidated_ns = Some(at_ns);
+    }
+
+    /// Records that every fault is over and the cluster healed.
+    pub fn healed(&self) {
+        let at_ns = self.now_ns();
+        let mut state = self.lock();
+        Self::trace(&mut state, &TraceLine::Healed { at_ns });
+        state.history.healed_ns = Some(at_ns);
     }
 
     /// Records that session `index` got READY and then its guilds' channels.
@@ -122,14 +165,21 @@ impl Recorder {
         session.channel_ids = channel_ids;
     }
 
-    /// Records that session `index` ended.
-    pub fn session_closed(&self, index: usize, code: Option<u16>) {
+    /// Records that connection `index` ended, closed by the client (going offline) or not.
+    pub fn session_closed(&self, index: usize, code: Option<u16>, by_client: bool) {
         let at_ns = self.now_ns();
         let mut state = self.lock();
-        Self::trace(&mut state, &TraceLine::SessionClosed { index, code, at_ns });
+        let line = TraceLine::SessionClosed {
+            index,
+            code,
+            by_client,
+            at_ns,
+        };
+        Self::trace(&mut state, &line);
         let session = &mut state.history.sessions[index];
         session.closed_ns = Some(at_ns);
         session.close_code = code;
+        session.closed_by_client = by_client;
     }
 
     /// Records a dispatch received.

@@ -17,7 +17,7 @@ use chat_reports::checks::CheckResult;
 use chat_reports::history::History;
 use chat_reports::report::{trace_hash, Report, RunInfo};
 use chat_system::cluster::Topology;
-use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
+use chat_system::directory::{Directory, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, SimDisk};
 use chat_system::net::runtime_instant;
@@ -26,7 +26,6 @@ use madsim::runtime::{Handle, Runtime};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::client::UserClient;
 use crate::nemesis::Nemesis;
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
@@ -63,7 +62,7 @@ impl RunOutput {
             wall_seconds: self.wall_seconds,
             schedule: scenario.schedule.clone(),
             profile: scenario.profile.clone(),
-            availability_objective: scenario.availability_objective,
+            check_config: scenario.check_config(),
             replay_command: replay,
             harness_checks: self.harness_checks(),
         };
@@ -75,6 +74,7 @@ impl RunOutput {
         let invariants = CheckResult {
             violations: self.invariant_errors.count,
             examples: self.invariant_errors.examples.clone(),
+            ..CheckResult::default()
         };
         let mut checks = BTreeMap::new();
         checks.insert("invariants".to_string(), invariants);
@@ -300,15 +300,15 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    let shape = DirectoryShape {
-        user_count: scenario.user_count,
-        guild_count: scenario.guild_count,
-        channels_per_guild: scenario.channels_per_guild,
-        created_unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX) - 60_000,
-    };
+    let created_unix_ms = i64::try_from(now_ms).unwrap_or(i64::MAX) - 60_000;
+    let trace = scenario.loaded_trace();
+    let directory = Arc::new(crate::workload::directory(
+        &scenario,
+        created_unix_ms,
+        trace,
+    ));
     // Every node starts from this directory and keeps its own copy (a fresh one per
     // incarnation), so nothing reaches a node except over the simulated network.
-    let directory = Arc::new(Directory::generate(&shape));
     let copy = |d: &Arc<Directory>| SharedDirectory::new(Directory::clone(d));
 
     // 2. The roles, one host each. Disks and clocks belong to the harness, so they outlive a
@@ -376,25 +376,13 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     }
 
     // 3. The users, all on the client host, after the servers have had a moment to listen.
-    let clients: Vec<UserClient> = directory
-        .users
-        .values()
-        .enumerate()
-        .map(|(index, user)| UserClient {
-            user: user.clone(),
-            channel_ids: directory
-                .guilds_of(user.id)
-                .iter()
-                .flat_map(|g| g.channels.iter().map(|c| c.id))
-                .collect(),
-            // User i is a member of guild i % guild_count: members of one guild alternate.
-            api: topology.api[(index / scenario.guild_count.max(1)) % topology.api.len()],
-            gateway: topology.gateway_http,
-            scenario: scenario.clone(),
-            recorder: recorder.clone(),
-            start,
-        })
-        .collect();
+    let client_env = crate::workload::ClientEnv {
+        api: topology.api.clone(),
+        gateway: topology.gateway_http,
+        recorder: recorder.clone(),
+        start,
+    };
+    let clients = crate::workload::clients(&scenario, &directory, trace, &client_env);
     let client_node = handle.create_node().name("client").ip(ip(9, 1)).build();
     client_node.spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -417,6 +405,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     let healed_at = runtime_instant(start + Duration::from_millis(scenario.faults_end_ms()));
     tokio::time::sleep_until(healed_at).await;
     nemesis.heal_all();
+    recorder.healed();
     let check_at = scenario
         .duration_ms
         .saturating_sub(CONVERGENCE_BEFORE_END_MS);
@@ -429,6 +418,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     let convergence = rx.await.unwrap_or_else(|_| CheckResult {
         violations: 1,
         examples: vec!["the convergence check did not finish".into()],
+        ..CheckResult::default()
     });
 
     // 5. The end of the run.

@@ -87,7 +87,7 @@ fn the_report_keeps_its_contract() {
     let report = run_to("5", tmp.path());
 
     // The fields scripts and CI read, with their types.
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["seed"], 5);
     assert_eq!(report["scenario"], "smoke");
     let hash = report["trace_hash"]
@@ -102,11 +102,20 @@ fn the_report_keeps_its_contract() {
         "durability",
         "ordering",
         "sequence",
+        "duplicates",
+        "causality",
         "delivery",
+        "sessions",
         "availability",
     ] {
         assert_eq!(report["checks"][check]["violations"], 0, "{check}");
+        assert_eq!(report["checks"][check]["witnesses"], serde_json::json!([]));
     }
+    // Per one-minute window: smoke's 60 s of operations fall in the first.
+    let windows = report["availability_windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0]["start_s"], 0.0);
+    assert_eq!(report["check_config"]["window_ms"], 60_000);
     let ops = &report["operations"];
     assert!(ops["sent"].as_u64().unwrap() > 100, "{ops}");
     let counted = ["acked", "failed", "timed_out"].map(|k| ops[k].as_u64().unwrap());
@@ -167,4 +176,100 @@ fn a_quiet_period_that_faults_run_into_is_refused() {
         text.contains("fault 0 (crash at 20000 ms) does not end by 10000 ms"),
         "{text}"
     );
+}
+
+#[test]
+fn bad_sweep_arguments_are_refused_by_name() {
+    let output = chatsim(&["sweep", "--seeds", "5..5"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--seeds"), "{text}");
+    assert!(text.contains("holds no seed"), "{text}");
+
+    let output = chatsim(&["sweep", "--seeds", "0..4", "--shard", "4/4"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--shard"), "{text}");
+    assert!(text.contains("0 <= i < n"), "{text}");
+
+    let output = chatsim(&["run", "--seed", "1", "--slo", "101"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--slo"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_scenario_file_with_a_bad_field_is_refused_naming_the_field_and_line() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("mine.toml");
+    let text = include_str!("../scenarios/smoke.toml").replace("users = 20", "userz = 20");
+    std::fs::write(&path, text).expect("write");
+    let output = chatsim(&["run", "--seed", "1", "--scenario", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("line 13"), "{text}");
+    assert!(text.contains("userz"), "{text}");
+}
+
+#[test]
+fn a_trace_file_with_a_bad_value_is_refused_naming_its_json_path() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("export.json");
+    let text = r#"{"guild": {"id": "1", "name": "g"}, "channel": {"id": "2", "name": "c"},
+        "messages": [{"id": "10", "type": "Default", "content": "x", "author": {"id": 7}}]}"#;
+    std::fs::write(&path, text).expect("write");
+    let trace = path.to_str().unwrap();
+    let output = chatsim(&[
+        "run",
+        "--seed",
+        "1",
+        "--scenario",
+        "trace",
+        "--trace",
+        trace,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--trace"), "{text}");
+    assert!(text.contains("messages[0].author.id"), "{text}");
+}
+
+#[cfg(madsim)]
+#[test]
+fn check_determinism_runs_a_seed_twice_and_finds_the_same_trace() {
+    let output = chatsim(&["check-determinism", "--seed", "3"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    assert!(stdout.contains("deterministic: seed 3"), "{stdout}");
+    let hashes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("run "))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(hashes.len(), 2, "{stdout}");
+    assert_eq!(hashes[0], hashes[1]);
+}
+
+#[cfg(madsim)]
+#[test]
+fn replay_writes_the_runs_tracing_to_a_log_at_the_filter_given() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().to_str().unwrap();
+    let filter = "chat_system::gateway=info";
+    let output = chatsim(&["replay", "--seed", "3", "--log", filter, "--out", out]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    let log = std::fs::read_to_string(tmp.path().join("replay.log")).expect("replay.log");
+    assert!(
+        log.contains("INFO chat_system::gateway: session_ready"),
+        "the filter let the gateway's events through"
+    );
+    assert!(
+        !log.contains("chat_system::ring"),
+        "the filter kept other targets out"
+    );
+    assert!(tmp.path().join("report.json").exists());
+
+    let output = chatsim(&["replay", "--seed", "3", "--log", "=[", "--out", out]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--log"), "{}", stderr(&output));
 }

@@ -213,7 +213,7 @@ fn check_failover(seed: u64, crashes: &[Crash]) {
 
     // 1. The safety and liveness checks hold (availability aside: a send in flight at the
     //    crash gets no answer).
-    let results = checks::check_all(history, scenario.availability_objective);
+    let results = checks::check_all(history, &scenario.check_config());
     for name in ["durability", "ordering", "sequence", "delivery", "sessions"] {
         assert_eq!(results[name].violations, 0, "{name}: {:?}", results[name]);
     }
@@ -346,12 +346,10 @@ fn guild_owners(history: &History, scenario: &Scenario) -> Vec<(BTreeSet<u64>, S
         .flat_map(|s| s.channel_ids.iter().copied())
         .collect();
     let all: Vec<u64> = all.into_iter().collect();
-    assert_eq!(
-        all.len(),
-        scenario.guild_count * scenario.channels_per_guild
-    );
+    let plan = &scenario.directory;
+    assert_eq!(all.len(), plan.guilds * plan.channels_per_guild);
     let placement = guild::placement(&runner::topology().guild);
-    all.chunks(scenario.channels_per_guild)
+    all.chunks(plan.channels_per_guild)
         .map(|channels| {
             let guild_id = channels[0] - 1;
             let owner = *placement.owner(guild_id).expect("guild nodes");
@@ -387,7 +385,7 @@ fn a_partitioned_owner_and_its_successor_never_both_deliver() {
     assert!(guild_owners(history, &scenario)
         .iter()
         .any(|(_, owner)| *owner == runner::topology().guild[0]));
-    let results = checks::check_all(history, scenario.availability_objective);
+    let results = checks::check_all(history, &scenario.check_config());
     assert_eq!(
         results["delivery"].violations, 0,
         "{:?}",
@@ -409,7 +407,7 @@ fn guild_failover_runs_are_deterministic() {
 fn reads_of_a_paused_data_nodes_channels_go_to_the_next_data_node() {
     // Longer than the client's 10 s deadline: only a failover answers in time.
     const PAUSE_MS: (u64, u64) = (10_000, 22_000);
-    let scenario = Scenario {
+    let mut scenario = Scenario {
         schedule: Schedule::new(vec![Fault {
             at_ms: PAUSE_MS.0,
             kind: FaultKind::Pause {
@@ -417,11 +415,11 @@ fn reads_of_a_paused_data_nodes_channels_go_to_the_next_data_node() {
                 duration_ms: PAUSE_MS.1 - PAUSE_MS.0,
             },
         }]),
-        // Eight channels, so that data-1 owns some, and reads ten times as often.
-        channels_per_guild: 4,
-        read_gap_ms_mean: 500,
         ..Scenario::smoke()
     };
+    // Eight channels, so that data-1 owns some, and reads ten times as often.
+    scenario.directory.channels_per_guild = 4;
+    scenario.workload.read_gap_ms_mean = 500;
     let output = runner::run(3, &scenario);
     let history = &output.history;
 
@@ -450,7 +448,7 @@ fn reads_of_a_paused_data_nodes_channels_go_to_the_next_data_node() {
         reads > 5,
         "only {reads} reads of data-1's channels during its pause"
     );
-    let results = checks::check_all(history, scenario.availability_objective);
+    let results = checks::check_all(history, &scenario.check_config());
     assert_eq!(
         results["durability"].violations, 0,
         "{:?}",

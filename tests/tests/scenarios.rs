@@ -139,7 +139,10 @@ fn smoke_delivers_every_message_in_order_with_s_rising_by_one() {
     }
     assert_eq!(checks::ordering(history).violations, 0);
     assert_eq!(checks::sequence(history).violations, 0);
-    assert_eq!(checks::delivery(history).violations, 0);
+    assert_eq!(
+        checks::delivery(history, &checks::CheckConfig::default()).violations,
+        0
+    );
 }
 
 #[test]
@@ -229,10 +232,23 @@ fn every_ring_node_crashing_in_periodic_mode_loses_acknowledged_messages_and_dur
     let durability = &report.checks["durability"];
     assert!(durability.violations > 0, "{}", report.summary());
     assert!(
-        durability.examples[0].contains("missing from a read"),
+        durability.examples[0].contains("missing from read op"),
         "{:?}",
         durability.examples
     );
+    // The witness: the acknowledged send, then the later read that lost it.
+    let witness = &durability.witnesses[0].witness;
+    assert_eq!(witness.len(), 2);
+    let ops: Vec<&chat_reports::history::Op> = witness
+        .iter()
+        .filter_map(|e| match e {
+            checks::Evidence::Op { op, .. } => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(ops[0].outcome, Outcome::Sent { .. }), "{ops:?}");
+    assert!(matches!(ops[1].outcome, Outcome::Read { .. }), "{ops:?}");
+    assert!(ops[0].completed_ns < ops[1].invoked_ns);
     assert_eq!(report.exit_code, report::EXIT_SAFETY);
 }
 
@@ -309,7 +325,10 @@ fn a_pause_longer_than_the_heartbeat_timeout_closes_sessions_which_come_back() {
         });
         assert!(later, "client {} came back", closed.client);
     }
-    assert_eq!(checks::sessions(history).violations, 0);
+    assert_eq!(
+        checks::sessions(history, &checks::CheckConfig::default()).violations,
+        0
+    );
     assert_eq!(checks::sequence(history).violations, 0);
 }
 
@@ -350,4 +369,52 @@ fn a_ring_node_stopped_by_its_disk_then_crashed_and_restarted_comes_back_once() 
         output.convergence.examples
     );
     assert_eq!(checks::durability(&output.history).violations, 0);
+}
+
+#[test]
+fn a_dropped_session_asks_to_resume_and_identifies_again_when_refused() {
+    // The gateway freezes for 12 s: clients see no heartbeat ACK, drop their connections as
+    // zombied and reconnect asking to resume. This gateway has no Resume and closes with 4003,
+    // so each client falls back to Identify and gets a new session.
+    let mut scenario = Scenario::smoke();
+    scenario.schedule = Schedule::new(vec![Fault {
+        at_ms: 20_000,
+        kind: FaultKind::Pause {
+            node: "gateway".into(),
+            duration_ms: 12_000,
+        },
+    }]);
+    let output = runner::run(17, &scenario);
+    let history = &output.history;
+
+    // Resume attempts: each names the connection it resumes, of the same client, and was
+    // refused with 4003 before any RESUMED.
+    let attempts: Vec<_> = history
+        .sessions
+        .iter()
+        .filter(|s| s.resumes.is_some())
+        .collect();
+    assert!(attempts.len() >= 10, "{} resume attempts", attempts.len());
+    for attempt in &attempts {
+        let resumed = &history.sessions[attempt.resumes.unwrap_or(usize::MAX)];
+        assert_eq!(resumed.client, attempt.client);
+        assert!(
+            resumed.ready_ns.is_some(),
+            "only a READY session is resumed"
+        );
+        assert_eq!(attempt.resumed_ns, None);
+        assert_eq!(attempt.close_code, Some(4003), "{attempt:?}");
+        assert!(
+            history.sessions.iter().any(|s| s.client == attempt.client
+                && s.opened_ns > attempt.opened_ns
+                && s.resumes.is_none()
+                && s.ready_ns.is_some()),
+            "client {} identified again",
+            attempt.client
+        );
+    }
+    let config = checks::CheckConfig::default();
+    assert_eq!(checks::sessions(history, &config).violations, 0);
+    assert_eq!(checks::sequence(history).violations, 0);
+    assert_eq!(checks::ordering(history).violations, 0);
 }
