@@ -280,9 +280,14 @@ impl Scenario {
         })?;
 
         // 2. The listed faults, by the schedule file reader.
+        //    A scenario without `[[fault]]` tables lists none (a schedule file must say so).
         let nodes = Roles::simulator().all();
-        let listed = chat_faults::parse_toml(&fault_tables(text), Some(&nodes))
-            .map_err(|e| format!("[[fault]]: {e}"))?;
+        let tables = fault_tables(text);
+        let listed = if tables.contains("[[fault]]") {
+            chat_faults::parse_toml(&tables, Some(&nodes)).map_err(|e| format!("[[fault]]: {e}"))?
+        } else {
+            Schedule::default()
+        };
         let schedule = match file.faults {
             FaultPlan::Listed => listed,
             FaultPlan::None | FaultPlan::Swarm if !listed.faults.is_empty() => {
