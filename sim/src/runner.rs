@@ -369,8 +369,12 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     for (index, &addr) in topology.api.iter().enumerate() {
         let name = format!("api-{}", index + 1);
         let (t, d, clock) = (topology.clone(), directory.clone(), env.clock(&name));
+        let rate_limits = scenario.rate_limits;
         host(&handle, &name, addr.ip(), move || {
-            let config = t.api_config(index, copy(&d), clock.clone());
+            let mut config = t.api_config(index, copy(&d), clock.clone());
+            if !rate_limits {
+                config.rate_limits = chat_system::api::ratelimit::RateLimits::unlimited();
+            }
             async move { api::run(listen(addr).await, config).await }
         });
     }

@@ -140,6 +140,8 @@ struct ScenarioFile {
     heartbeat_interval_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     request_timeout_ms: u64,
+    #[serde(default = "default_rate_limits")]
+    rate_limits: bool,
     faults: FaultPlan,
     /// Parsed on its own by the schedule file reader, which names fault, field and line.
     #[serde(default)]
@@ -191,6 +193,8 @@ pub struct Scenario {
     pub heartbeat_interval_ms: u64,
     /// How long a client waits for a REST answer.
     pub request_timeout_ms: u64,
+    /// Whether the API enforces Discord's rate limits (off for trace replays at a speed-up).
+    pub rate_limits: bool,
     /// What the checks hold the run to (objective, deadlines, bounds).
     pub checks: CheckConfig,
     /// Where the faults come from.
@@ -222,6 +226,10 @@ const SWARM_FAULTS_FROM_MS: u64 = 5_000;
 
 /// The `[[fault]]` tables of a scenario file, every other line blanked so that the schedule
 /// reader's line numbers are the file's.
+fn default_rate_limits() -> bool {
+    true
+}
+
 fn fault_tables(text: &str) -> String {
     let mut inside = false;
     let mut kept = String::with_capacity(text.len());
@@ -310,6 +318,7 @@ impl Scenario {
             final_read_ms: file.final_read_ms,
             heartbeat_interval_ms: file.heartbeat_interval_ms,
             request_timeout_ms: file.request_timeout_ms,
+            rate_limits: file.rate_limits,
             checks: file.checks,
             faults: file.faults,
             schedule,

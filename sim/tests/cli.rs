@@ -260,7 +260,7 @@ fn replay_writes_the_runs_tracing_to_a_log_at_the_filter_given() {
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
     let log = std::fs::read_to_string(tmp.path().join("replay.log")).expect("replay.log");
     assert!(
-        log.contains("INFO chat_system::gateway: session_ready"),
+        log.contains("INFO chat_system::gateway::connection: session_ready"),
         "the filter let the gateway's events through"
     );
     assert!(

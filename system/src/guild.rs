@@ -565,6 +565,7 @@ impl GuildNode {
         content: String,
         nonce: Option<(String, bool)>,
     ) -> GuildResponse {
+        let started = tokio::time::Instant::now();
         let Some(guild_id) = self.guild_of_channel(channel_id).await else {
             return GuildResponse::UnknownChannel;
         };
@@ -617,6 +618,11 @@ impl GuildNode {
                 tracing::error!(guild_id, "fanout_queue_closed");
             }
         }
+        let metrics = crate::metrics::registry();
+        metrics.messages_created.inc();
+        metrics
+            .message_create_seconds
+            .observe(crate::metrics::seconds_since(started));
         GuildResponse::Created(message)
     }
 }

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 /// Every metric this process keeps.
 pub struct Metrics {
-    /// Live gateway sessions (identified, not yet closed).
+    /// Gateway sessions held: live, or waiting for a resume.
     pub sessions: Gauge,
     /// Messages created (stored and queued for delivery).
     pub messages_created: Counter,

@@ -510,6 +510,20 @@ async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_h
         .expect("the API answers");
         assert_eq!(status, StatusCode::OK);
     }
+    let metrics = chatd
+        .banner
+        .iter()
+        .find_map(|line| addr_after(line, "chatd metrics http://"))
+        .expect("metrics address printed");
+    let (_, bytes) = http_request(metrics, Method::GET, "/metrics", None, None, TIMEOUT)
+        .await
+        .expect("metrics answer");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("chat_messages_created_total 5\n"), "{text}");
+    assert!(
+        text.contains("chat_message_create_seconds_count 5\n"),
+        "{text}"
+    );
     let (status, said) = chatd.stop();
     assert!(status.success());
 

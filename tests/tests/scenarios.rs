@@ -318,13 +318,26 @@ fn a_pause_longer_than_the_heartbeat_timeout_closes_sessions_which_come_back() {
         timed_out.len()
     );
 
-    // Each of those clients identified again and ended the run with a live session.
+    // Each of those clients came back: it resumed its session (the gateway keeps it for a
+    // resume) or identified again, and most resumed.
+    let mut resumed = 0;
     for closed in &timed_out {
-        let later = history.sessions.iter().any(|s| {
-            s.client == closed.client && s.opened_ns > closed.opened_ns && s.ready_ns.is_some()
-        });
-        assert!(later, "client {} came back", closed.client);
+        let later: Vec<_> = history
+            .sessions
+            .iter()
+            .filter(|s| s.client == closed.client && s.opened_ns > closed.opened_ns)
+            .collect();
+        let back = later
+            .iter()
+            .any(|s| s.ready_ns.is_some() || s.resumed_ns.is_some());
+        assert!(back, "client {} came back", closed.client);
+        resumed += usize::from(later.iter().any(|s| s.resumed_ns.is_some()));
     }
+    assert!(
+        resumed * 2 >= timed_out.len(),
+        "{resumed} of {} clients resumed",
+        timed_out.len()
+    );
     assert_eq!(
         checks::sessions(history, &checks::CheckConfig::default()).violations,
         0
@@ -372,10 +385,10 @@ fn a_ring_node_stopped_by_its_disk_then_crashed_and_restarted_comes_back_once() 
 }
 
 #[test]
-fn a_dropped_session_asks_to_resume_and_identifies_again_when_refused() {
+fn a_frozen_gateway_drops_sessions_and_they_resume_with_every_missed_dispatch() {
     // The gateway freezes for 12 s: clients see no heartbeat ACK, drop their connections as
-    // zombied and reconnect asking to resume. This gateway has no Resume and closes with 4003,
-    // so each client falls back to Identify and gets a new session.
+    // zombied and reconnect asking to resume. The gateway keeps sessions for minutes, so each
+    // resume replays what the session missed and ends with RESUMED.
     let mut scenario = Scenario::smoke();
     scenario.schedule = Schedule::new(vec![Fault {
         at_ms: 20_000,
@@ -387,34 +400,33 @@ fn a_dropped_session_asks_to_resume_and_identifies_again_when_refused() {
     let output = runner::run(17, &scenario);
     let history = &output.history;
 
-    // Resume attempts: each names the connection it resumes, of the same client, and was
-    // refused with 4003 before any RESUMED.
+    // Resume attempts: each names the connection it resumes, of the same client, which was
+    // READY; the attempts made after the gateway thawed got RESUMED.
     let attempts: Vec<_> = history
         .sessions
         .iter()
         .filter(|s| s.resumes.is_some())
         .collect();
-    assert!(attempts.len() >= 10, "{} resume attempts", attempts.len());
+    assert!(attempts.len() >= 5, "{} resume attempts", attempts.len());
     for attempt in &attempts {
         let resumed = &history.sessions[attempt.resumes.unwrap_or(usize::MAX)];
         assert_eq!(resumed.client, attempt.client);
         assert!(
-            resumed.ready_ns.is_some(),
-            "only a READY session is resumed"
-        );
-        assert_eq!(attempt.resumed_ns, None);
-        assert_eq!(attempt.close_code, Some(4003), "{attempt:?}");
-        assert!(
-            history.sessions.iter().any(|s| s.client == attempt.client
-                && s.opened_ns > attempt.opened_ns
-                && s.resumes.is_none()
-                && s.ready_ns.is_some()),
-            "client {} identified again",
-            attempt.client
+            resumed.ready_ns.is_some() || resumed.resumed_ns.is_some(),
+            "only a live session is resumed"
         );
     }
+    let succeeded = attempts.iter().filter(|a| a.resumed_ns.is_some()).count();
+    assert!(
+        succeeded >= 5,
+        "{succeeded} of {} resumes got RESUMED",
+        attempts.len()
+    );
+
+    // Every resumed session kept its numbering and its order, and missed nothing.
     let config = checks::CheckConfig::default();
     assert_eq!(checks::sessions(history, &config).violations, 0);
     assert_eq!(checks::sequence(history).violations, 0);
     assert_eq!(checks::ordering(history).violations, 0);
+    assert_eq!(checks::duplicates(history).violations, 0);
 }

@@ -105,7 +105,9 @@ impl Session {
         let Some(link) = &self.link else {
             return;
         };
-        if link.queue.try_send(frame).is_err() {
+        if link.queue.try_send(frame).is_ok() {
+            crate::metrics::registry().deliveries.inc();
+        } else {
             self.detach(Kick::Overflow);
         }
     }
@@ -178,6 +180,14 @@ pub(crate) struct Hub {
 
 const GUILD_CREATE: &str = "GUILD_CREATE";
 
+/// A hub that goes away (its gateway stopped) takes its sessions out of the gauge.
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let held = i64::try_from(self.sessions.len()).unwrap_or(i64::MAX);
+        crate::metrics::registry().sessions.dec_by(held);
+    }
+}
+
 impl Hub {
     /// The number of sessions, live or waiting for a resume.
     pub fn session_count(&self) -> usize {
@@ -228,6 +238,7 @@ impl Hub {
         let user_sessions = self.by_user.entry(session.user_id).or_default();
         user_sessions.insert(session_id.clone());
         self.sessions.insert(session_id.clone(), session);
+        crate::metrics::registry().sessions.inc();
         Attached {
             session_id,
             conn,
@@ -370,6 +381,7 @@ impl Hub {
         let Some(mut session) = self.sessions.remove(session_id) else {
             return;
         };
+        crate::metrics::registry().sessions.dec();
         session.detach(why);
         for guild_id in &session.guilds {
             if let Some(followers) = self.by_guild.get_mut(guild_id) {
