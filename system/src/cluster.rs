@@ -406,6 +406,22 @@ dispatch = "127.0.0.1:7021"
     }
 
     #[test]
+    fn the_sample_cluster_file_is_valid() {
+        let file = ClusterFile::parse(include_str!("../cluster.example.toml")).expect("valid");
+        let topology = file.topology();
+        assert_eq!(
+            (
+                topology.ring.len(),
+                topology.api.len(),
+                topology.guild.len()
+            ),
+            (3, 2, 2)
+        );
+        assert_eq!(topology.gateway_url(), "ws://127.0.0.1:7820/gateway");
+        assert_eq!(file.role_index("api-2"), Some(1));
+    }
+
+    #[test]
     fn bad_files_are_refused_naming_the_fault() {
         let unknown = FILE.replace("heartbeat_interval_ms", "heartbeat_ms");
         let error = ClusterFile::parse(&unknown).expect_err("unknown field");
