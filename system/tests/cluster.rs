@@ -229,9 +229,10 @@ async fn next_frame(ws: &mut Ws) -> Result<Value, u16> {
     }
 }
 
-#[tokio::test]
-async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_serving() {
-    // 1. A cluster file with every node on a free loopback port; start every process.
+/// A cluster file with every node on a free loopback port, and every node started; the
+/// temp dir holding the file and the data, the node addresses in `NODES` order (then the
+/// gateway's dispatch port) and the directory the nodes published.
+fn start_cluster() -> (tempfile::TempDir, Cluster, Vec<SocketAddr>, Directory) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
     let addrs = free_addrs();
@@ -244,11 +245,56 @@ async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_ser
     for (name, _) in NODES {
         cluster.start(name);
     }
-    let (api, gateway) = (addrs[6], addrs[5]);
-    let directory: Directory = serde_json::from_str(
+    let directory = serde_json::from_str(
         &std::fs::read_to_string(data_dir.join("directory.json")).expect("directory.json"),
     )
     .expect("a directory");
+    (dir, cluster, addrs, directory)
+}
+
+/// Connects to `gateway` and identifies with `token`, checking Hello and READY.
+async fn identify(gateway: SocketAddr, token: &str) -> Ws {
+    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
+    let url = format!("ws://{gateway}/gateway");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
+        .await
+        .expect("websocket handshake");
+    let hello = next_frame(&mut ws).await.expect("Hello");
+    assert_eq!(
+        (
+            hello["op"].clone(),
+            hello["d"]["heartbeat_interval"].clone()
+        ),
+        (json!(10), json!(1000))
+    );
+    let identify = json!({"op": 2, "d": {
+        "token": token, "intents": 33281,
+        "properties": {"os": "linux", "browser": "test", "device": "test"},
+    }});
+    ws.send(Message::Text(identify.to_string().into()))
+        .await
+        .expect("identify sent");
+    let ready = next_frame(&mut ws).await.expect("READY");
+    assert_eq!(ready["t"], "READY");
+    ws
+}
+
+/// The ops of the payloads read until the server's close frame, and its code.
+async fn ops_until_close(ws: &mut Ws) -> (Vec<Value>, u16) {
+    let mut ops = Vec::new();
+    loop {
+        match next_frame(ws).await {
+            Ok(payload) => ops.push(payload["op"].clone()),
+            Err(code) => return (ops, code),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_serving() {
+    // 1. Every process of a cluster, and the first guild's channel and members.
+    let (_dir, mut cluster, addrs, directory) = start_cluster();
+    let (api, gateway) = (addrs[6], addrs[5]);
     let guild = directory.guilds.values().next().expect("a guild");
     let channel = guild.channels[0].id;
     let users: Vec<User> = guild
@@ -288,31 +334,7 @@ async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_ser
     assert_eq!(history(api, channel, &users[0]).await, expected);
 
     // 7. A clean stop of the gateway tells a live session to reconnect (op 7, close 1012).
-    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
-    let url = format!("ws://{gateway}/gateway");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
-    let hello = next_frame(&mut ws).await.expect("Hello");
-    assert_eq!(
-        (
-            hello["op"].clone(),
-            hello["d"]["heartbeat_interval"].clone()
-        ),
-        (json!(10), json!(1000))
-    );
-    ws.send(Message::Text(
-        json!({"op": 2, "d": {
-            "token": users[0].token, "intents": 33281,
-            "properties": {"os": "linux", "browser": "test", "device": "test"},
-        }})
-        .to_string()
-        .into(),
-    ))
-    .await
-    .expect("identify sent");
-    let ready = next_frame(&mut ws).await.expect("READY");
-    assert_eq!(ready["t"], "READY");
+    let mut ws = identify(gateway, &users[0].token).await;
     let (status, said) = cluster.signal("gateway", "-INT");
     assert!(status.success(), "{said:?}");
     assert_eq!(
@@ -323,14 +345,8 @@ async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_ser
             "chatd stopped"
         ]
     );
-    let mut frames = Vec::new();
-    let code = loop {
-        match next_frame(&mut ws).await {
-            Ok(payload) => frames.push(payload["op"].clone()),
-            Err(code) => break code,
-        }
-    };
-    assert!(frames.contains(&json!(7)), "{frames:?}");
+    let (ops, code) = ops_until_close(&mut ws).await;
+    assert!(ops.contains(&json!(7)), "{ops:?}");
     assert_eq!(code, 1012);
 
     // 8. A clean stop of ring-1 flushes every row it holds: all twenty messages.
@@ -381,4 +397,103 @@ fn bad_cluster_files_unknown_nodes_and_taken_addresses_exit_1_naming_them() {
         "{err}"
     );
     drop(taken);
+
+    // 4. A data dir whose directory.json another shape made (the failed start above wrote
+    //    this shape's before binding).
+    let (code, err) = run(&good.replace("users = 6", "users = 7"), "ring-1");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("holds another directory"), "{err}");
+}
+
+#[tokio::test]
+async fn a_guild_made_over_rest_on_one_process_takes_messages_through_the_others() {
+    // 1. The API process asks the guild process to make a guild; its channel id comes back.
+    let (_dir, _cluster, addrs, directory) = start_cluster();
+    let api = addrs[6];
+    let user = directory.users.values().next().expect("a user").clone();
+    let auth = format!("Bot {}", user.token);
+    let body = json!({"name": "made over rest"}).to_string().into_bytes();
+    let (status, bytes) = http_request(
+        api,
+        Method::POST,
+        "/api/v10/guilds",
+        Some(&auth),
+        Some(body),
+        TIMEOUT,
+    )
+    .await
+    .expect("the API answers");
+    let guild: Value = serde_json::from_slice(&bytes).expect("a guild object");
+    assert_eq!(status, StatusCode::CREATED, "{guild}");
+    assert_eq!(guild["name"], "made over rest");
+    let channel: u64 = guild["channels"][0]["id"]
+        .as_str()
+        .expect("a string snowflake")
+        .parse()
+        .expect("a snowflake");
+
+    // 2. A send there goes through the guild process to the ring processes, and the data
+    //    process reads it back.
+    let id = send(api, channel, &user, "first in a new guild").await;
+    assert_eq!(
+        history(api, channel, &user).await,
+        vec![(id, "first in a new guild".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn all_in_one_chatd_drains_gateway_sessions_on_a_clean_stop() {
+    // 1. An all-in-one chatd and one identified session.
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--port-base", "0", "--users", "2", "--guilds", "1"])
+        .args(["--heartbeat-interval-ms", "1000", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("chatd starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut cluster = Cluster {
+        file: PathBuf::new(),
+        children: Vec::new(),
+    };
+    let (tx, rx) = mpsc::channel();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a real-runtime test, no simulator here"
+    )]
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut gateway = None;
+    loop {
+        let line = rx.recv_timeout(TIMEOUT).expect("chatd's banner");
+        if let Some(rest) = line.strip_prefix("chatd gateway ws://") {
+            let host_port = rest.split('/').next().expect("host:port");
+            gateway = Some(host_port.parse::<SocketAddr>().expect("an address"));
+        }
+        if line == "chatd ready" {
+            break;
+        }
+    }
+    cluster.children.push(("chatd".to_string(), child, rx));
+    let gateway = gateway.expect("gateway address printed");
+    let directory: Directory = serde_json::from_str(
+        &std::fs::read_to_string(data.path().join("directory.json")).expect("directory.json"),
+    )
+    .expect("a directory");
+    let user = directory.users.values().next().expect("a user");
+    let mut ws = identify(gateway, &user.token).await;
+
+    // 2. Ctrl-C: the session is told to reconnect (op 7) and closed resumably (1012), and
+    //    chatd still stops cleanly with its usual lines.
+    let (status, said) = cluster.signal("chatd", "-INT");
+    assert!(status.success(), "{said:?}");
+    assert_eq!(said.first().map(String::as_str), Some("chatd stopping"));
+    assert_eq!(said.last().map(String::as_str), Some("chatd stopped"));
+    let (ops, code) = ops_until_close(&mut ws).await;
+    assert!(ops.contains(&json!(7)), "{ops:?}");
+    assert_eq!(code, 1012);
 }
