@@ -202,6 +202,13 @@ pub struct ClusterFile {
     pub nodes: Vec<NodeEntry>,
 }
 
+/// Where each node's table starts in the text, read beside the [`ClusterFile`] itself.
+#[derive(Deserialize)]
+struct NodeSpans {
+    #[serde(default)]
+    node: Vec<toml::Spanned<serde::de::IgnoredAny>>,
+}
+
 fn heartbeat_default() -> u64 {
     HEARTBEAT_INTERVAL_MS_DEFAULT
 }
@@ -210,11 +217,18 @@ impl ClusterFile {
     /// Parses and checks a cluster file's text; errors name the field, line or node at fault.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: ClusterFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        file.check()?;
+        let spans: NodeSpans = toml::from_str(text).map_err(|e| e.to_string())?;
+        let lines: Vec<usize> = spans
+            .node
+            .iter()
+            .map(|node| 1 + text[..node.span().start].matches('\n').count())
+            .collect();
+        file.check(&lines)?;
         Ok(file)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks the parsed file; `lines` holds the line each node's table starts at.
+    fn check(&self, lines: &[usize]) -> Result<(), String> {
         // 1. Shared settings.
         if !(100..=600_000).contains(&self.heartbeat_interval_ms) {
             return Err(format!(
@@ -230,35 +244,23 @@ impl ClusterFile {
         // 2. Every node: a unique name, loopback addresses used once, dispatch on the gateway.
         let mut names = BTreeSet::new();
         let mut addrs = BTreeSet::new();
-        for node in &self.nodes {
+        for (node, line) in self.nodes.iter().zip(lines) {
+            let at = format!("node {} (line {line})", node.name);
             if node.name.is_empty() || !names.insert(node.name.as_str()) {
-                return Err(format!("node name {:?} is empty or used twice", node.name));
+                return Err(format!("{at}: the name is empty or used twice"));
             }
             let dispatch = match (node.role, node.dispatch) {
                 (Role::Gateway, Some(dispatch)) => Some(dispatch),
-                (Role::Gateway, None) => {
-                    return Err(format!("node {}: a gateway needs `dispatch`", node.name))
-                }
-                (_, Some(_)) => {
-                    return Err(format!(
-                        "node {}: only the gateway has `dispatch`",
-                        node.name
-                    ))
-                }
+                (Role::Gateway, None) => return Err(format!("{at}: a gateway needs `dispatch`")),
+                (_, Some(_)) => return Err(format!("{at}: only the gateway has `dispatch`")),
                 (_, None) => None,
             };
             for addr in std::iter::once(node.addr).chain(dispatch) {
                 if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "node {}: {addr} is not a loopback address",
-                        node.name
-                    ));
+                    return Err(format!("{at}: {addr} is not a loopback address"));
                 }
                 if addr.port() == 0 || !addrs.insert(addr) {
-                    return Err(format!(
-                        "node {}: {addr} has port 0 or is used twice",
-                        node.name
-                    ));
+                    return Err(format!("{at}: {addr} has port 0 or is used twice"));
                 }
             }
         }
@@ -434,6 +436,7 @@ dispatch = "127.0.0.1:7021"
         let error = ClusterFile::parse(&role).expect_err("unknown role");
         assert!(error.contains("cache"), "{error}");
 
+        // Node d's `[[node]]` header is line 29 of FILE (line 1 is the empty first line).
         let remote = FILE.replace("127.0.0.1:7040", "10.0.0.1:7040");
         let error = ClusterFile::parse(&remote).expect_err("not loopback");
         assert!(
@@ -443,6 +446,10 @@ dispatch = "127.0.0.1:7021"
 
         let twice = FILE.replace("127.0.0.1:7040", "127.0.0.1:7001");
         let error = ClusterFile::parse(&twice).expect_err("address twice");
+        assert!(
+            error.contains("node d (line 29): 127.0.0.1:7001"),
+            "{error}"
+        );
         assert!(error.contains("used twice"), "{error}");
 
         let two_rings = FILE.replacen("role = \"ring\"", "role = \"api\"", 1);
