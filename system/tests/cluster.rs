@@ -349,8 +349,9 @@ async fn a_sigkilled_ring_process_loses_no_acknowledged_message_and_restarts_ser
     assert!(ops.contains(&json!(7)), "{ops:?}");
     assert_eq!(code, 1012);
 
-    // 8. A clean stop of ring-1 flushes every row it holds: all twenty messages.
-    let (status, said) = cluster.signal("ring-1", "-INT");
+    // 8. A clean stop of ring-1 (SIGTERM, as a service manager sends) flushes every row it
+    //    holds: all twenty messages.
+    let (status, said) = cluster.signal("ring-1", "-TERM");
     assert!(status.success(), "{said:?}");
     assert_eq!(rows(&said, " flushed "), 20, "{said:?}");
 }

@@ -422,7 +422,21 @@ mod real {
             .map_err(|e| format!("node {what} cannot listen on {addr}: {e}"))
     }
 
-    /// Runs node `name` of the cluster file at `file` until Ctrl-C.
+    /// Waits for Ctrl-C (SIGINT) or SIGTERM, either of which asks a node to stop cleanly.
+    async fn stop_signal() -> Result<(), String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+        tokio::select! {
+            biased;
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
+            }
+            _ = term.recv() => Ok(()),
+        }
+    }
+
+    /// Runs node `name` of the cluster file at `file` until Ctrl-C or SIGTERM.
     async fn serve_node(file: &Path, name: &str) -> Result<(), String> {
         // 1. The file, the node and the directory every process of the cluster shares.
         let text = std::fs::read_to_string(file)
@@ -503,22 +517,20 @@ mod real {
         );
         say!("chatd ready");
 
-        // 3. Wait for Ctrl-C, or for the ring node to fail.
+        // 3. Wait for Ctrl-C or SIGTERM, or for the ring node to fail.
         let failed = match ring_node.as_mut() {
             Some((_, task, _)) => {
                 tokio::select! {
                     biased;
-                    signal = tokio::signal::ctrl_c() => {
-                        signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                    signal = stop_signal() => {
+                        signal?;
                         None
                     }
                     ended = task => Some(ended),
                 }
             }
             None => {
-                tokio::signal::ctrl_c()
-                    .await
-                    .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                stop_signal().await?;
                 None
             }
         };
