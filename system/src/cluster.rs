@@ -5,7 +5,15 @@
 //! Roles with several nodes (API, guild, data service) list them all: API nodes are
 //! interchangeable, guild nodes hold the guilds the placement ring gives them, and
 //! data-service nodes the channels theirs gives them.
+//!
+//! A [`ClusterFile`] (TOML) names every node of a cluster whose roles run in separate
+//! processes: each node's role and loopback address, the shared data dir and the directory's
+//! shape. The directory is generated from that shape alone, so every process of the cluster
+//! builds the same one without talking to the others. Validation checks the file's shape
+//! (one gateway, at least one node of every other role, unique names and addresses on
+//! loopback); it does not model membership changes: the file is the whole cluster.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::ratelimit::RateLimits;
 use crate::api::ApiConfig;
 use crate::data::DataClient;
-use crate::directory::SharedDirectory;
+use crate::directory::{DirectoryShape, SharedDirectory};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
 use crate::gateway::GatewayConfig;
@@ -130,5 +138,322 @@ impl Topology {
             resume_gateway_url: self.gateway_url(),
             node_index: 0,
         }
+    }
+}
+
+/// A node's role in a [`ClusterFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A ring node: a replica and a coordinator, with its own data dir.
+    Ring,
+    /// A REST API node.
+    Api,
+    /// A guild node.
+    Guild,
+    /// A data-service node.
+    Data,
+    /// The gateway; its `dispatch` address takes guild dispatches.
+    Gateway,
+}
+
+/// One node of a [`ClusterFile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's name, unique in the file (`chatd --node NAME`).
+    pub name: String,
+    /// What the node runs.
+    pub role: Role,
+    /// Where it listens (the gateway's WebSocket port for the gateway).
+    pub addr: SocketAddr,
+    /// The gateway's dispatch (RPC) address; only the gateway has one.
+    #[serde(default)]
+    pub dispatch: Option<SocketAddr>,
+}
+
+/// The directory every process of a cluster generates, identically, from its shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    /// Users.
+    pub users: usize,
+    /// Guilds (at least one).
+    pub guilds: usize,
+    /// Text channels per guild.
+    pub channels: usize,
+    /// The creation time ids are minted from, in Unix ms; fixed so every process agrees.
+    pub created_unix_ms: i64,
+}
+
+/// A cluster file: every node, the shared data dir, the directory and the heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Where ring nodes keep their data (`DATA_DIR/NAME`) and `directory.json` is written.
+    pub data_dir: std::path::PathBuf,
+    /// The heartbeat interval the gateway announces, in ms.
+    #[serde(default = "heartbeat_default")]
+    pub heartbeat_interval_ms: u64,
+    /// The directory's shape.
+    pub directory: DirectorySection,
+    /// Every node.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// Where each node's table starts in the text, read beside the [`ClusterFile`] itself.
+#[derive(Deserialize)]
+struct NodeSpans {
+    #[serde(default)]
+    node: Vec<toml::Spanned<serde::de::IgnoredAny>>,
+}
+
+fn heartbeat_default() -> u64 {
+    HEARTBEAT_INTERVAL_MS_DEFAULT
+}
+
+impl ClusterFile {
+    /// Parses and checks a cluster file's text; errors name the field, line or node at fault.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: ClusterFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let spans: NodeSpans = toml::from_str(text).map_err(|e| e.to_string())?;
+        let lines: Vec<usize> = spans
+            .node
+            .iter()
+            .map(|node| 1 + text[..node.span().start].matches('\n').count())
+            .collect();
+        file.check(&lines)?;
+        Ok(file)
+    }
+
+    /// Checks the parsed file; `lines` holds the line each node's table starts at.
+    fn check(&self, lines: &[usize]) -> Result<(), String> {
+        // 1. Shared settings.
+        if !(100..=600_000).contains(&self.heartbeat_interval_ms) {
+            return Err(format!(
+                "heartbeat_interval_ms = {} is outside 100..=600000",
+                self.heartbeat_interval_ms
+            ));
+        }
+        let d = &self.directory;
+        if d.guilds == 0 || d.users == 0 || d.channels == 0 {
+            return Err("directory: users, guilds and channels must each be at least 1".into());
+        }
+
+        // 2. Every node: a unique name, loopback addresses used once, dispatch on the gateway.
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (node, line) in self.nodes.iter().zip(lines) {
+            let at = format!("node {} (line {line})", node.name);
+            if node.name.is_empty() || !names.insert(node.name.as_str()) {
+                return Err(format!("{at}: the name is empty or used twice"));
+            }
+            let dispatch = match (node.role, node.dispatch) {
+                (Role::Gateway, Some(dispatch)) => Some(dispatch),
+                (Role::Gateway, None) => return Err(format!("{at}: a gateway needs `dispatch`")),
+                (_, Some(_)) => return Err(format!("{at}: only the gateway has `dispatch`")),
+                (_, None) => None,
+            };
+            for addr in std::iter::once(node.addr).chain(dispatch) {
+                if !addr.ip().is_loopback() {
+                    return Err(format!("{at}: {addr} is not a loopback address"));
+                }
+                if addr.port() == 0 || !addrs.insert(addr) {
+                    return Err(format!("{at}: {addr} has port 0 or is used twice"));
+                }
+            }
+        }
+
+        // 3. Every role present; one gateway; enough ring nodes for the replicas.
+        let count = |role: Role| self.nodes.iter().filter(|n| n.role == role).count();
+        if count(Role::Ring) < REPLICATION_FACTOR {
+            return Err(format!(
+                "the cluster needs at least {REPLICATION_FACTOR} ring nodes"
+            ));
+        }
+        for (role, name) in [
+            (Role::Api, "api"),
+            (Role::Guild, "guild"),
+            (Role::Data, "data"),
+        ] {
+            if count(role) == 0 {
+                return Err(format!("the cluster needs at least one {name} node"));
+            }
+        }
+        if count(Role::Gateway) != 1 {
+            return Err("the cluster needs exactly one gateway node".into());
+        }
+        Ok(())
+    }
+
+    /// The node named `name`, or an error listing the names there are.
+    pub fn node(&self, name: &str) -> Result<&NodeEntry, String> {
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "no node {name:?} in the cluster file (it has {})",
+                known.join(", ")
+            )
+        })
+    }
+
+    /// Index of `name` among the nodes of its role, in file order.
+    pub fn role_index(&self, name: &str) -> Option<usize> {
+        let role = self.nodes.iter().find(|n| n.name == name)?.role;
+        self.nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .position(|n| n.name == name)
+    }
+
+    /// The directory's shape.
+    pub fn shape(&self) -> DirectoryShape {
+        DirectoryShape {
+            user_count: self.directory.users,
+            guild_count: self.directory.guilds,
+            channels_per_guild: self.directory.channels,
+            created_unix_ms: self.directory.created_unix_ms,
+        }
+    }
+
+    /// The topology the file describes (checked by [`ClusterFile::parse`]).
+    pub fn topology(&self) -> Topology {
+        let of = |role: Role| -> Vec<SocketAddr> {
+            self.nodes
+                .iter()
+                .filter(|n| n.role == role)
+                .map(|n| n.addr)
+                .collect()
+        };
+        let gateway = self
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Gateway)
+            .expect("a checked cluster file has a gateway");
+        Topology {
+            ring: of(Role::Ring),
+            api: of(Role::Api),
+            guild: of(Role::Guild),
+            data: of(Role::Data),
+            gateway_http: gateway.addr,
+            gateway_rpc: gateway
+                .dispatch
+                .expect("a checked cluster file's gateway has a dispatch address"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+data_dir = "d"
+heartbeat_interval_ms = 1000
+[directory]
+users = 4
+guilds = 1
+channels = 2
+created_unix_ms = 1700000000000
+[[node]]
+name = "r1"
+role = "ring"
+addr = "127.0.0.1:7001"
+[[node]]
+name = "r2"
+role = "ring"
+addr = "127.0.0.1:7002"
+[[node]]
+name = "r3"
+role = "ring"
+addr = "127.0.0.1:7003"
+[[node]]
+name = "a"
+role = "api"
+addr = "127.0.0.1:7010"
+[[node]]
+name = "g"
+role = "guild"
+addr = "127.0.0.1:7030"
+[[node]]
+name = "d"
+role = "data"
+addr = "127.0.0.1:7040"
+[[node]]
+name = "gw"
+role = "gateway"
+addr = "127.0.0.1:7020"
+dispatch = "127.0.0.1:7021"
+"#;
+
+    #[test]
+    fn a_cluster_file_gives_its_topology_and_node_indices() {
+        let file = ClusterFile::parse(FILE).expect("valid");
+        let topology = file.topology();
+        let port = |a: &SocketAddr| a.port();
+        assert_eq!(
+            topology.ring.iter().map(port).collect::<Vec<_>>(),
+            [7001, 7002, 7003]
+        );
+        assert_eq!(topology.api[0].port(), 7010);
+        assert_eq!(topology.gateway_rpc.port(), 7021);
+        assert_eq!(file.role_index("r3"), Some(2));
+        assert_eq!(file.heartbeat_interval_ms, 1000);
+        let missing = file.node("r9").expect_err("unknown");
+        assert!(
+            missing.contains("\"r9\"") && missing.contains("r1, r2"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_sample_cluster_file_is_valid() {
+        let file = ClusterFile::parse(include_str!("../cluster.example.toml")).expect("valid");
+        let topology = file.topology();
+        assert_eq!(
+            (
+                topology.ring.len(),
+                topology.api.len(),
+                topology.guild.len()
+            ),
+            (3, 2, 2)
+        );
+        assert_eq!(topology.gateway_url(), "ws://127.0.0.1:7820/gateway");
+        assert_eq!(file.role_index("api-2"), Some(1));
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_fault() {
+        let unknown = FILE.replace("heartbeat_interval_ms", "heartbeat_ms");
+        let error = ClusterFile::parse(&unknown).expect_err("unknown field");
+        assert!(
+            error.contains("heartbeat_ms") && error.contains("line 3"),
+            "{error}"
+        );
+
+        let role = FILE.replace("role = \"data\"", "role = \"cache\"");
+        let error = ClusterFile::parse(&role).expect_err("unknown role");
+        assert!(error.contains("cache"), "{error}");
+
+        // Node d's `[[node]]` header is line 29 of FILE (line 1 is the empty first line).
+        let remote = FILE.replace("127.0.0.1:7040", "10.0.0.1:7040");
+        let error = ClusterFile::parse(&remote).expect_err("not loopback");
+        assert!(
+            error.contains("node d") && error.contains("loopback"),
+            "{error}"
+        );
+
+        let twice = FILE.replace("127.0.0.1:7040", "127.0.0.1:7001");
+        let error = ClusterFile::parse(&twice).expect_err("address twice");
+        assert!(
+            error.contains("node d (line 29): 127.0.0.1:7001"),
+            "{error}"
+        );
+        assert!(error.contains("used twice"), "{error}");
+
+        let two_rings = FILE.replacen("role = \"ring\"", "role = \"api\"", 1);
+        let error = ClusterFile::parse(&two_rings).expect_err("too few ring nodes");
+        assert!(error.contains("at least 3 ring nodes"), "{error}");
     }
 }

@@ -5,6 +5,12 @@
 //! two REST API nodes (the first one at the documented port). The directory of users, tokens,
 //! guilds and channels is generated on first start and kept in the data dir, so a restart
 //! serves the same accounts and their history.
+//!
+//! With `--cluster FILE --node NAME` the process runs only that node's role, at the address
+//! the cluster file gives it; every process of the cluster generates the same directory from
+//! the file's shape (and writes it to the shared data dir for clients). A clean stop drains
+//! the gateway's sessions (op 7, close 1012) before ring nodes flush their memtables.
+//! Cluster mode has no metrics port.
 
 #[cfg(madsim)]
 fn main() {
@@ -34,11 +40,13 @@ mod real {
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use chat_system::cluster::{Topology, HEARTBEAT_INTERVAL_MS_DEFAULT};
+    use chat_system::cluster::{ClusterFile, Role, Topology, HEARTBEAT_INTERVAL_MS_DEFAULT};
     use chat_system::directory::{Directory, DirectoryShape, SharedDirectory};
     use chat_system::env::clock::NodeClock;
     use chat_system::env::disk::{Disk, RealDisk};
-    use chat_system::{api, data, gateway, guild, ring};
+    use chat_system::gateway::{GatewayHandle, GatewayLimits};
+    use chat_system::ring::node::OpenRingNode;
+    use chat_system::{api, data, guild, ring};
     use clap::Parser;
     use tokio::net::TcpListener;
 
@@ -85,6 +93,12 @@ mod real {
             value_parser = clap::value_parser!(u64).range(100..=600_000)
         )]
         heartbeat_interval_ms: u64,
+        /// A cluster file: run only `--node`'s role, as the file places it.
+        #[arg(long, requires = "node", conflicts_with_all = ["data_dir", "host", "port_base"])]
+        cluster: Option<PathBuf>,
+        /// The node of `--cluster` this process runs.
+        #[arg(long, requires = "cluster")]
+        node: Option<String>,
     }
 
     pub fn main() -> ExitCode {
@@ -106,7 +120,11 @@ mod real {
                 return ExitCode::FAILURE;
             }
         };
-        match runtime.block_on(serve(args)) {
+        let served = match (&args.cluster, &args.node) {
+            (Some(file), Some(node)) => runtime.block_on(serve_node(file, node)),
+            _ => runtime.block_on(serve(args)),
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("chatd: {message}");
@@ -283,11 +301,8 @@ mod real {
             tokio::spawn(data::run(listener, store));
         }
         let gateway_config = topology.gateway_config(shared.clone(), args.heartbeat_interval_ms);
-        tokio::spawn(gateway::run(
-            gateway_listener,
-            dispatch_listener,
-            gateway_config,
-        ));
+        let gateway = GatewayHandle::new(gateway_config, GatewayLimits::default());
+        tokio::spawn(gateway.clone().serve(gateway_listener, dispatch_listener));
         for (index, listener) in api_listeners.into_iter().enumerate() {
             let config = topology.api_config(index, shared.clone(), NodeClock::new());
             tokio::spawn(api::run(listener, config));
@@ -335,8 +350,10 @@ mod real {
             .await
             .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
 
-        // 5. Stop: every ring node flushes its memtable, so a restart replays nothing.
+        // 5. Stop: the gateway's sessions are told to reconnect elsewhere, then every ring
+        //    node flushes its memtable, so a restart replays nothing.
         say!("chatd stopping");
+        drain_gateway(&gateway).await;
         let _ = stop_tx.send(true);
         for (index, node) in ring_nodes.into_iter().enumerate() {
             let report = node
@@ -345,6 +362,202 @@ mod real {
             say!(
                 "chatd ring node {} flushed {} rows",
                 index + 1,
+                report.rows_flushed
+            );
+        }
+        say!("chatd stopped");
+        Ok(())
+    }
+
+    /// Tells every gateway session to reconnect (op 7, close 1012) and gives the close frames
+    /// a moment to leave before the process goes.
+    async fn drain_gateway(gateway: &GatewayHandle) {
+        if gateway.drain() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Opens (replays) ring node `label`'s data in `dir`, stopping before anything is served
+    /// when the disk is damaged.
+    fn open_ring(
+        topology: &Topology,
+        index: usize,
+        dir: &Path,
+        label: &str,
+    ) -> Result<OpenRingNode, String> {
+        let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(dir).map_err(|e| e.to_string())?);
+        let config = topology.ring_config(index, disk, NodeClock::new());
+        ring::node::open(config)
+            .map_err(|e| format!("ring node {label} cannot open {}: {e}", dir.display()))
+    }
+
+    /// Writes the cluster's directory to `DATA_DIR/directory.json` for clients, unless an
+    /// identical one is there; a different one means the data dir belongs to another cluster.
+    fn publish_directory(data_dir: &Path, directory: &Directory, node: &str) -> Result<(), String> {
+        let path = data_dir.join("directory.json");
+        let text = serde_json::to_string_pretty(directory).map_err(|e| e.to_string())?;
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            let same =
+                serde_json::from_str::<Directory>(&existing).ok().as_ref() == Some(directory);
+            if same {
+                return Ok(());
+            }
+            return Err(format!(
+                "{} holds another directory than the cluster file's [directory] makes; \
+                 use a new data_dir or the shape that made it",
+                path.display()
+            ));
+        }
+        // Written under a per-node name, then renamed, so a reader never sees half a file.
+        let partial = data_dir.join(format!("directory.json.{node}.partial"));
+        std::fs::write(&partial, text)
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    async fn bind_at(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("node {what} cannot listen on {addr}: {e}"))
+    }
+
+    /// Waits for Ctrl-C (SIGINT) or SIGTERM, either of which asks a node to stop cleanly.
+    async fn stop_signal() -> Result<(), String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+        tokio::select! {
+            biased;
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
+            }
+            _ = term.recv() => Ok(()),
+        }
+    }
+
+    /// Runs node `name` of the cluster file at `file` until Ctrl-C or SIGTERM.
+    async fn serve_node(file: &Path, name: &str) -> Result<(), String> {
+        // 1. The file, the node and the directory every process of the cluster shares.
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read cluster file {}: {e}", file.display()))?;
+        let cluster = ClusterFile::parse(&text)
+            .map_err(|e| format!("cluster file {}: {e}", file.display()))?;
+        let node = cluster.node(name)?.clone();
+        let index = cluster
+            .role_index(name)
+            .ok_or_else(|| format!("no node {name:?} in the cluster file"))?;
+        let topology = cluster.topology();
+        std::fs::create_dir_all(&cluster.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", cluster.data_dir.display()))?;
+        let data_dir = cluster.data_dir.canonicalize().map_err(|e| e.to_string())?;
+        let directory = Directory::generate(&cluster.shape());
+        publish_directory(&data_dir, &directory, name)?;
+        let shared = SharedDirectory::new(directory);
+
+        // 2. Bind, then serve the node's role.
+        let listener = bind_at(node.addr, name).await?;
+        let clock = NodeClock::new();
+        let mut gateway = None;
+        let mut ring_node = None;
+        match node.role {
+            Role::Ring => {
+                let dir = data_dir.join(name);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                let lock = lock_data_dir(&dir)?;
+                let opened = open_ring(&topology, index, &dir, name)?;
+                say!(
+                    "chatd ring node {name} at {} data {} replayed {} rows",
+                    node.addr,
+                    dir.display(),
+                    opened.memtable_rows()
+                );
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(async move {
+                    let mut stop = stop_rx;
+                    let stopped = async move {
+                        let _ = stop.wait_for(|&stop| stop).await;
+                    };
+                    opened.serve_until(listener, stopped).await
+                });
+                ring_node = Some((stop_tx, task, lock));
+            }
+            Role::Api => {
+                let config = topology.api_config(index, shared, clock);
+                tokio::spawn(api::run(listener, config));
+                say!("chatd api http://{}/api/v10", node.addr);
+            }
+            Role::Guild => {
+                tokio::spawn(guild::run(
+                    listener,
+                    topology.guild_config(index, shared, clock),
+                ));
+                say!("chatd guild node {}", node.addr);
+            }
+            Role::Data => {
+                tokio::spawn(data::run(listener, topology.data_store(clock)));
+                say!("chatd data node {}", node.addr);
+            }
+            Role::Gateway => {
+                let dispatch = node
+                    .dispatch
+                    .expect("a checked cluster file's gateway has a dispatch address");
+                let rpc = bind_at(dispatch, name).await?;
+                let config = topology.gateway_config(shared, cluster.heartbeat_interval_ms);
+                let handle = GatewayHandle::new(config, GatewayLimits::default());
+                tokio::spawn(handle.clone().serve(listener, rpc));
+                say!("chatd gateway {}", topology.gateway_url());
+                gateway = Some(handle);
+            }
+        }
+        say!(
+            "chatd directory {}",
+            data_dir.join("directory.json").display()
+        );
+        say!("chatd ready");
+
+        // 3. Wait for Ctrl-C or SIGTERM, or for the ring node to fail.
+        let failed = match ring_node.as_mut() {
+            Some((_, task, _)) => {
+                tokio::select! {
+                    biased;
+                    signal = stop_signal() => {
+                        signal?;
+                        None
+                    }
+                    ended = task => Some(ended),
+                }
+            }
+            None => {
+                stop_signal().await?;
+                None
+            }
+        };
+        if let Some(ended) = failed {
+            return match ended {
+                Ok(Err(error)) => Err(format!("ring node {name} failed: {error}")),
+                _ => Err(format!("ring node {name} stopped unexpectedly")),
+            };
+        }
+
+        // 4. A clean stop: the gateway drains, a ring node flushes.
+        say!("chatd stopping");
+        if let Some(gateway) = &gateway {
+            let told = gateway.drain();
+            say!("chatd gateway drained {told} connections");
+            if told > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        if let Some((stop_tx, task, _lock)) = ring_node {
+            let _ = stop_tx.send(true);
+            let report = task
+                .await
+                .map_err(|e| format!("ring node {name} did not stop: {e}"))?
+                .map_err(|e| format!("ring node {name} failed: {e}"))?;
+            say!(
+                "chatd ring node {name} flushed {} rows",
                 report.rows_flushed
             );
         }
