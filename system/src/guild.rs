@@ -300,13 +300,16 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
         config.nodes.len()
     );
 
-    // 1. One fan-out queue and pump per gateway.
+    // 1. One fan-out queue and pump per gateway; a gateway that finds a process of this node
+    //    deposed (its epoch older than one it follows) says so, and the process retires.
     let mut fanout = Vec::new();
+    let (stale_tx, mut stale_rx) = mpsc::channel(FANOUT_QUEUE_MAX);
     for gateway in config.gateways {
         let (tx, rx) = mpsc::channel(FANOUT_QUEUE_MAX);
-        tokio::spawn(pump(gateway, rx));
+        tokio::spawn(pump(gateway, rx, stale_tx.clone()));
         fanout.push(tx);
     }
+    drop(stale_tx);
 
     // 2. Guild processes start at a guild's first request, once this node is its owner.
     let worker_id = u8::try_from(config.index + 1).expect("at most 31 guild nodes");
@@ -325,6 +328,12 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
     });
     tracing::info!(addr = %node.addr, "guild_node_started");
     tokio::spawn(node.clone().watch());
+    let deposed = node.clone();
+    tokio::spawn(async move {
+        while let Some((guild_id, epoch)) = stale_rx.recv().await {
+            deposed.release(guild_id, deposed.addr, epoch).await;
+        }
+    });
     tokio::spawn(changes::catch_up_at_start(node.clone()));
 
     // 3. Serve.
@@ -375,7 +384,7 @@ impl GuildNode {
         };
         // Waits for a create in progress, which may be setting the epoch.
         let state = process.state.lock().await;
-        if state.epoch.is_some_and(|mine| mine > epoch) {
+        if state.epoch.is_some_and(|mine| mine >= epoch) {
             tracing::info!(guild_id, %from, epoch, "guild_release_ignored");
             return;
         }
@@ -683,7 +692,11 @@ impl GuildRouter {
 }
 
 /// Drains one gateway's queue in batches, resending a batch until the gateway takes it.
-async fn pump(gateway: SocketAddr, mut queue: mpsc::Receiver<GatewayEvent>) {
+async fn pump(
+    gateway: SocketAddr,
+    mut queue: mpsc::Receiver<GatewayEvent>,
+    stale: mpsc::Sender<(u64, u64)>,
+) {
     let rpc = RpcClient::new();
     while let Some(first) = queue.recv().await {
         let mut events = vec![first];
@@ -700,6 +713,13 @@ async fn pump(gateway: SocketAddr, mut queue: mpsc::Receiver<GatewayEvent>) {
                 .await;
             match sent {
                 Ok(GatewayResponse::Accepted) => break,
+                Ok(GatewayResponse::Stale { guilds }) => {
+                    for deposed in guilds {
+                        tracing::info!(%gateway, guild_id = deposed.0, "guild_process_deposed");
+                        let _ = stale.send(deposed).await;
+                    }
+                    break;
+                }
                 Err(error) => {
                     tracing::debug!(%gateway, %error, "fanout_retry");
                     tokio::time::sleep(FANOUT_RETRY_DELAY).await;

@@ -377,6 +377,24 @@ impl Hub {
         count
     }
 
+    /// Invalidates every session that follows `guild_id` (op 9): they may have missed events.
+    fn invalidate_guild(&mut self, guild_id: u64, why: &'static str) {
+        let followers: Vec<String> = self
+            .by_guild
+            .get(&guild_id)
+            .map(|f| f.iter().cloned().collect())
+            .unwrap_or_default();
+        tracing::info!(
+            guild_id,
+            sessions = followers.len(),
+            reason = why,
+            "guild_sessions_invalidated"
+        );
+        for id in &followers {
+            self.remove(id, Kick::Invalidated);
+        }
+    }
+
     fn remove(&mut self, session_id: &str, why: Kick) {
         let Some(mut session) = self.sessions.remove(session_id) else {
             return;
@@ -402,20 +420,34 @@ impl Hub {
     /// [`Hub::dispatch`], calling `before_delivery` with each new event before its guild's
     /// sessions get it (a directory event changes who follows the guild); the event goes to
     /// the guild's sessions only if it answers true.
+    ///
+    /// Returns the guilds whose events came from a process older than the newest this hub
+    /// follows, each with that newest epoch. Such an event cannot be delivered in order, so
+    /// the guild's sessions are invalidated (they resync from history) rather than left with
+    /// a silent gap, and the sender is told to retire the old process.
     pub fn dispatch_with(
         &mut self,
         events: Vec<GatewayEvent>,
         bounds: HubBounds,
         mut before_delivery: impl FnMut(&mut Hub, &GatewayEvent) -> bool,
-    ) {
+    ) -> Vec<(u64, u64)> {
+        let mut stale: Vec<(u64, u64)> = Vec::new();
         for event in events {
-            // 1. A resent event repeats one taken; a restarted guild starts a new epoch.
+            // 1. A resent event repeats one taken; a restarted guild starts a new epoch; an
+            //    event of an older epoch than the newest comes from a deposed process.
             let position = (event.guild_epoch, event.guild_seq);
             let last = self
                 .last_guild_seq
                 .get(&event.guild_id)
                 .copied()
                 .unwrap_or((0, 0));
+            if event.guild_epoch < last.0 {
+                if !stale.iter().any(|&(guild, _)| guild == event.guild_id) {
+                    self.invalidate_guild(event.guild_id, "guild_stale_epoch_sessions_invalidated");
+                    stale.push((event.guild_id, last.0));
+                }
+                continue;
+            }
             if position <= last {
                 continue;
             }
@@ -432,14 +464,7 @@ impl Hub {
             // 2. After a restart the old process may have lost queued events: every session
             //    of the guild is invalidated rather than left with a gap.
             if last.0 != 0 && event.guild_epoch > last.0 {
-                tracing::info!(
-                    guild_id = event.guild_id,
-                    sessions = followers.len(),
-                    "guild_restarted_sessions_invalidated"
-                );
-                for id in &followers {
-                    self.remove(id, Kick::Invalidated);
-                }
+                self.invalidate_guild(event.guild_id, "guild_restarted_sessions_invalidated");
                 continue;
             }
 
@@ -466,6 +491,7 @@ impl Hub {
                 session.push(&name, &d.clone(), bounds);
             }
         }
+        stale
     }
 }
 
@@ -561,6 +587,26 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(session.kick.try_recv(), Ok(Kick::Invalidated));
         assert_eq!(hub.session_count(), 0, "the session is gone");
+    }
+
+    #[test]
+    fn an_event_of_a_deposed_process_invalidates_the_guild_and_names_the_newest_epoch() {
+        let mut hub = Hub::default();
+        hub.dispatch(vec![event(9, 1)], BOUNDS);
+        let mut session = open(&mut hub, 7, ALL);
+
+        // A process of epoch 5 kept serving after epoch 9 took over: its event cannot be
+        // delivered in order, so the session is invalidated and the sender told epoch 9.
+        let stale = hub.dispatch_with(vec![event(5, 3), event(5, 4)], BOUNDS, |_, _| true);
+        assert_eq!(stale, vec![(1, 9)]);
+        let got = drain(&mut session);
+        assert_eq!(got.len(), 2, "READY and GUILD_CREATE only: {got:?}");
+        assert_eq!(session.kick.try_recv(), Ok(Kick::Invalidated));
+        assert_eq!(hub.session_count(), 0, "the session is gone");
+
+        // The newest process goes on as before.
+        let stale = hub.dispatch_with(vec![event(9, 2)], BOUNDS, |_, _| true);
+        assert!(stale.is_empty());
     }
 
     #[test]

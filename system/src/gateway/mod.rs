@@ -94,6 +94,13 @@ pub enum GatewayRequest {
 pub enum GatewayResponse {
     /// The events were handed to their sessions.
     Accepted,
+    /// The events were taken, but those of these guilds came from a process older than the
+    /// newest this gateway follows (guild id, newest epoch): the sender should retire it.
+    /// The guilds' sessions were invalidated, so none is left with a silent gap.
+    Stale {
+        /// Per guild, the newest epoch this gateway has seen.
+        guilds: Vec<(u64, u64)>,
+    },
 }
 
 /// The gateway role's configuration.
@@ -218,12 +225,17 @@ impl GatewayHandle {
     pub fn dispatch(&self, events: Vec<GatewayEvent>) -> GatewayResponse {
         let bounds = self.gateway.bounds();
         let directory = &self.gateway.config.directory;
-        self.gateway
+        let stale = self
+            .gateway
             .hub()
             .dispatch_with(events, bounds, |hub, event| {
                 directory_events::apply(directory, hub, event, bounds)
             });
-        GatewayResponse::Accepted
+        if stale.is_empty() {
+            GatewayResponse::Accepted
+        } else {
+            GatewayResponse::Stale { guilds: stale }
+        }
     }
 
     /// Sends Reconnect (op 7) to every live connection and closes it resumably (1012); new
