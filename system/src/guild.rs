@@ -93,6 +93,8 @@ const FANOUT_RETRY_DELAY: Duration = Duration::from_millis(100);
 const PING_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a ping's answer is trusted.
 const PING_FRESH_FOR: Duration = Duration::from_millis(250);
+/// How many times a node sends a release that is not taken.
+const RELEASE_TRIES_MAX: usize = 20;
 /// How long a node waits for a peer to take a release.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a node checks whether the owners of the guilds it took over are back.
@@ -410,9 +412,18 @@ impl GuildNode {
                     from,
                     epoch,
                 };
-                let _ = rpc
-                    .call::<_, GuildResponse>(peer, &release, RELEASE_TIMEOUT)
-                    .await;
+                // Sent again until taken (a lost release would leave a deposed process
+                // serving), a bounded number of times: a node that stays away hears it from
+                // the next hand-back.
+                for _ in 0..RELEASE_TRIES_MAX {
+                    let answer = rpc
+                        .call::<_, GuildResponse>(peer, &release, RELEASE_TIMEOUT)
+                        .await;
+                    if matches!(answer, Ok(GuildResponse::Released)) {
+                        break;
+                    }
+                    tokio::time::sleep(RELEASE_TIMEOUT).await;
+                }
             });
         }
     }
