@@ -47,6 +47,20 @@ impl Chatd {
         Self::start_in(tempfile::tempdir().expect("temp dir"))
     }
 
+    /// The text its `/metrics` answers (200 asserted).
+    async fn metrics(&self) -> String {
+        let addr = self
+            .banner
+            .iter()
+            .find_map(|line| addr_after(line, "chatd metrics http://"))
+            .expect("metrics address printed");
+        let (status, bytes) = http_request(addr, Method::GET, "/metrics", None, None, TIMEOUT)
+            .await
+            .expect("metrics answer");
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// A chatd on `data`, which may hold an earlier chatd's data.
     fn start_in(data: tempfile::TempDir) -> Chatd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
@@ -510,15 +524,7 @@ async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_h
         .expect("the API answers");
         assert_eq!(status, StatusCode::OK);
     }
-    let metrics = chatd
-        .banner
-        .iter()
-        .find_map(|line| addr_after(line, "chatd metrics http://"))
-        .expect("metrics address printed");
-    let (_, bytes) = http_request(metrics, Method::GET, "/metrics", None, None, TIMEOUT)
-        .await
-        .expect("metrics answer");
-    let text = String::from_utf8_lossy(&bytes);
+    let text = chatd.metrics().await;
     assert!(text.contains("chat_messages_created_total 5\n"), "{text}");
     assert!(
         text.contains("chat_message_create_seconds_count 5\n"),
@@ -557,16 +563,7 @@ async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_h
     );
 
     // 4. The metrics endpoint answers in the Prometheus text format.
-    let metrics = chatd
-        .banner
-        .iter()
-        .find_map(|line| addr_after(line, "chatd metrics http://"))
-        .expect("metrics address printed");
-    let (status, bytes) = http_request(metrics, Method::GET, "/metrics", None, None, TIMEOUT)
-        .await
-        .expect("metrics answer");
-    assert_eq!(status, StatusCode::OK);
-    let text = String::from_utf8_lossy(&bytes);
+    let text = chatd.metrics().await;
     assert!(
         text.contains("# TYPE chat_store_read_seconds histogram"),
         "{text}"
