@@ -32,6 +32,7 @@ use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
 use crate::ring::layout::RingLayout;
 use crate::ring::node::{engine_config, RingNodeConfig};
 use crate::ring::{Consistency, REPLICATION_FACTOR};
+use crate::store::SharedStore;
 
 /// The heartbeat interval gateways announce unless told otherwise.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 41_250;
@@ -64,6 +65,11 @@ impl Topology {
         StoreClient::new(self.ring.clone(), Consistency::Quorum, clock)
     }
 
+    /// This ring as a shared message store at QUORUM.
+    pub fn ring_store(&self, clock: NodeClock) -> SharedStore {
+        self.store_client(clock).into()
+    }
+
     /// Ring node `index`'s configuration.
     pub fn ring_config(
         &self,
@@ -94,7 +100,7 @@ impl Topology {
     ) -> ApiConfig {
         ApiConfig {
             directory,
-            store: self.store_client(clock.clone()),
+            store: self.ring_store(clock.clone()),
             data: DataClient::new(self.data.clone()),
             guilds: GuildRouter::new(&self.guild),
             gateway_url: self.gateway_url(),
@@ -113,7 +119,7 @@ impl Topology {
     ) -> GuildConfig {
         GuildConfig {
             directory,
-            store: self.store_client(clock.clone()),
+            store: self.ring_store(clock.clone()),
             gateways: vec![self.gateway_rpc],
             clock,
             nodes: self.guild.clone(),
@@ -121,9 +127,9 @@ impl Topology {
         }
     }
 
-    /// A data-service node's store client.
-    pub fn data_store(&self, clock: NodeClock) -> StoreClient {
-        self.store_client(clock)
+    /// A data-service node's store: the ring at QUORUM.
+    pub fn data_store(&self, clock: NodeClock) -> SharedStore {
+        self.ring_store(clock)
     }
 
     /// The gateway role's configuration.

@@ -29,9 +29,9 @@ use tokio::sync::oneshot;
 
 use crate::hashring::{HashRing, POINTS_PER_NODE_DEFAULT};
 use crate::model::StoredMessage;
-use crate::ring::client::{HistoryAnchor, HistoryPage, HistoryQuery, StoreClient};
-use crate::ring::{StoreError, READ_TIMEOUT_MS};
+use crate::ring::READ_TIMEOUT_MS;
 use crate::rpc::{serve_rpc, RpcClient, RpcError};
+use crate::store::{HistoryAnchor, HistoryPage, HistoryQuery, SharedStore, StoreError};
 
 /// How long the API waits for the last data-service node it tries: a store read and its
 /// coordinator's slack, plus a second query for a reader that arrived while the first ran.
@@ -84,7 +84,7 @@ struct Pending {
 
 /// One data-service node's coalescing reader.
 pub struct DataService {
-    store: StoreClient,
+    store: SharedStore,
     /// Keys with a running worker, and the readers waiting for its next query.
     keys: Mutex<BTreeMap<Key, Pending>>,
     reads: AtomicU64,
@@ -94,9 +94,9 @@ pub struct DataService {
 
 impl DataService {
     /// A data service reading from `store`.
-    pub fn new(store: StoreClient) -> Arc<Self> {
+    pub fn new(store: impl Into<SharedStore>) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            store: store.into(),
             keys: Mutex::default(),
             reads: AtomicU64::new(0),
             store_queries: AtomicU64::new(0),
@@ -185,7 +185,7 @@ impl DataService {
 }
 
 /// Runs a data-service node on `listener`, reading from `store`.
-pub async fn run(listener: TcpListener, store: StoreClient) {
+pub async fn run(listener: TcpListener, store: impl Into<SharedStore>) {
     let service = DataService::new(store);
     tracing::info!("data_node_started");
     serve_rpc(listener, move |request: DataRequest| {

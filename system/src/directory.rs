@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::ids;
-use crate::ring::client::StoreClient;
 use crate::ring::StoreError;
+use crate::store::MessageStore;
 
 /// How far back of its last catch-up a node reads the log again, for changes whose ids were
 /// minted before that catch-up but written after it.
@@ -182,7 +182,7 @@ impl ChangeRecord {
 /// returns how many changes changed the copy.
 pub async fn catch_up(
     directory: &SharedDirectory,
-    store: &StoreClient,
+    store: &dyn MessageStore,
 ) -> Result<usize, StoreError> {
     catch_up_after(directory, store, u64::MAX).await
 }
@@ -192,7 +192,7 @@ pub async fn catch_up(
 /// read. `u64::MAX` always reads.
 pub async fn catch_up_after(
     directory: &SharedDirectory,
-    store: &StoreClient,
+    store: &dyn MessageStore,
     started_at_miss: u64,
 ) -> Result<usize, StoreError> {
     let _serial = directory.catching_up.lock().await;

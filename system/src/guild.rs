@@ -76,9 +76,8 @@ use crate::gateway::{GatewayEvent, GatewayRequest, GatewayResponse};
 use crate::hashring::{HashRing, POINTS_PER_NODE_DEFAULT};
 use crate::ids::SnowflakeGenerator;
 use crate::model::{MessageView, StoredMessage};
-use crate::ring::client::{HistoryQuery, StoreClient};
-use crate::ring::StoreError;
 use crate::rpc::{serve_rpc, RpcClient, RpcError};
+use crate::store::{HistoryQuery, SharedStore, StoreError};
 
 mod changes;
 pub mod nonce;
@@ -221,8 +220,8 @@ pub enum GuildResponse {
 pub struct GuildConfig {
     /// Who exists.
     pub directory: SharedDirectory,
-    /// The ring.
-    pub store: StoreClient,
+    /// The message store (the ring, or Cassandra in the real build).
+    pub store: SharedStore,
     /// Every gateway's dispatch (RPC) address.
     pub gateways: Vec<SocketAddr>,
     /// This node's clock (ids and write timestamps).
@@ -279,7 +278,7 @@ impl DerefMut for ProcessLock {
 
 struct GuildNode {
     directory: SharedDirectory,
-    store: StoreClient,
+    store: SharedStore,
     clock: NodeClock,
     ids: Mutex<SnowflakeGenerator>,
     addr: SocketAddr,

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use chat_system::directory::{ChangeRecord, Channel, DirectoryChange};
 use chat_system::env::clock::NodeClock;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
@@ -24,7 +25,9 @@ use chat_system::ring::client::StoreClient;
 use chat_system::ring::{bucket_of, Consistency, BUCKET_MS};
 use chat_system::store::cql::{CqlConfig, CqlStore};
 use chat_system::store::ring::{spawn_local_ring, RingStore};
-use chat_system::store::{HistoryQuery, MessageStore, StoreError};
+use chat_system::store::{
+    HistoryAnchor, HistoryPage, HistoryQuery, MessageStore, StoreError, TimedMessage,
+};
 
 #[path = "support/cassandra.rs"]
 mod cassandra_node;
@@ -169,6 +172,30 @@ async fn history(
     store.history(query).await.expect("history answers")
 }
 
+/// The message as `get` reads it, without its write timestamp.
+async fn get(
+    store: &dyn MessageStore,
+    channel_id: u64,
+    message_id: u64,
+) -> Result<Option<StoredMessage>, StoreError> {
+    let row = store.get(channel_id, message_id).await?;
+    Ok(row.map(|row| row.message))
+}
+
+async fn page(
+    store: &dyn MessageStore,
+    channel_id: u64,
+    anchor: HistoryAnchor,
+    limit: usize,
+) -> Vec<StoredMessage> {
+    let page = HistoryPage {
+        channel_id,
+        anchor,
+        limit,
+    };
+    store.page(page).await.expect("a page answers")
+}
+
 /// Puts `m0..m{count-1}`, one second apart, ending an hour ago; returns them oldest first.
 async fn put_run(store: &dyn MessageStore, channel_id: u64, count: usize) -> Vec<StoredMessage> {
     let start_ms = NodeClock::new().now_ms() - HOUR_MS;
@@ -266,7 +293,7 @@ mod cases {
             .delete(channel, target.message_id, t + 1_000_000)
             .await
             .expect("delete answers");
-        assert_eq!(store.get(channel, target.message_id).await, Ok(None));
+        assert_eq!(get(&*store, channel, target.message_id).await, Ok(None));
         assert_eq!(
             contents(&history(&*store, channel, None, 10).await),
             ["m2", "m0"]
@@ -274,7 +301,7 @@ mod cases {
 
         // 2. A put older than the delete stays deleted.
         store.put(target, t + 500_000).await.expect("put answers");
-        assert_eq!(store.get(channel, target.message_id).await, Ok(None));
+        assert_eq!(get(&*store, channel, target.message_id).await, Ok(None));
 
         // 3. A put newer than the delete brings it back.
         let mut revived = target.clone();
@@ -284,7 +311,7 @@ mod cases {
             .await
             .expect("put answers");
         assert_eq!(
-            store.get(channel, target.message_id).await,
+            get(&*store, channel, target.message_id).await,
             Ok(Some(revived))
         );
         assert_eq!(
@@ -311,7 +338,10 @@ mod cases {
         // An older write arriving late loses.
         store.put(&first, t - 1).await.expect("put answers");
 
-        assert_eq!(store.get(channel, first.message_id).await, Ok(Some(second)));
+        assert_eq!(
+            get(&*store, channel, first.message_id).await,
+            Ok(Some(second))
+        );
         assert_eq!(
             contents(&history(&*store, channel, None, 10).await),
             ["final"]
@@ -340,11 +370,11 @@ mod cases {
         };
         for message in [&with_nonce, &without_nonce] {
             store.put(message, now_us()).await.expect("put answers");
-            let read = store.get(channel, message.message_id).await;
+            let read = get(&*store, channel, message.message_id).await;
             assert_eq!(read, Ok(Some(message.clone())));
         }
         // Ids next to a stored one hold nothing.
-        let neighbour = store.get(channel, with_nonce.message_id - 1).await;
+        let neighbour = get(&*store, channel, with_nonce.message_id - 1).await;
         assert_eq!(neighbour, Ok(None));
     }
 
@@ -358,12 +388,217 @@ mod cases {
             let message = message_at(channel, start_ms + i * 10, 0, &format!("w{i}"));
             writer.put(&message, now_us()).await.expect("put answers");
             // Acknowledged at QUORUM, so a QUORUM read anywhere sees it at once.
-            let read = reader.get(channel, message.message_id).await;
+            let read = get(&*reader, channel, message.message_id).await;
             assert_eq!(read, Ok(Some(message.clone())), "w{i} right after its put");
             expected.insert(0, message.content.clone());
         }
         let read = history(&*reader, channel, None, 50).await;
         assert_eq!(contents(&read), expected);
+    }
+
+    pub async fn get_carries_the_write_timestamp_of_the_newest_write(backend: Backend) {
+        let store = backend.client(0).await;
+        let channel = channel_created_ago(2 * DAY_MS);
+        let original = message_at(channel, NodeClock::new().now_ms() - HOUR_MS, 0, "first");
+        let t = now_us();
+
+        // 1. The put's own timestamp comes back with it.
+        store.put(&original, t).await.expect("put answers");
+        let read = store.get(channel, original.message_id).await;
+        let expected = TimedMessage {
+            message: original.clone(),
+            write_us: t,
+        };
+        assert_eq!(read, Ok(Some(expected)));
+
+        // 2. An edit at a later timestamp: its content and its timestamp.
+        let edited = StoredMessage {
+            content: "edited".into(),
+            edited_ms: Some((t + 7_000).div_euclid(1000)),
+            ..original.clone()
+        };
+        store.put(&edited, t + 7_000).await.expect("put answers");
+        let read = store.get(channel, original.message_id).await;
+        let expected = TimedMessage {
+            message: edited.clone(),
+            write_us: t + 7_000,
+        };
+        assert_eq!(read, Ok(Some(expected)));
+
+        // 3. A stale write changes neither; a delete after both hides the row.
+        store.put(&original, t + 3_000).await.expect("put answers");
+        let read = store.get(channel, original.message_id).await;
+        assert_eq!(read.map(|r| r.map(|r| r.write_us)), Ok(Some(t + 7_000)));
+        store
+            .delete(channel, original.message_id, t + 8_000)
+            .await
+            .expect("delete answers");
+        assert_eq!(store.get(channel, original.message_id).await, Ok(None));
+    }
+
+    pub async fn after_pages_are_the_oldest_above_the_id_newest_first(backend: Backend) {
+        let store = backend.client(0).await;
+        let channel = channel_created_ago(2 * DAY_MS);
+        let sent = put_run(&*store, channel, 10).await;
+        let id = |i: usize| sent[i].message_id;
+
+        // Oldest above m2, three of them, newest first: m5, m4, m3.
+        let three = page(&*store, channel, HistoryAnchor::After(id(2)), 3).await;
+        assert_eq!(contents(&three), ["m5", "m4", "m3"]);
+        // Fewer than asked near the head: m8 and m9 only.
+        let tail = page(&*store, channel, HistoryAnchor::After(id(7)), 10).await;
+        assert_eq!(contents(&tail), ["m9", "m8"]);
+        assert!(page(&*store, channel, HistoryAnchor::After(id(9)), 10)
+            .await
+            .is_empty());
+        // After the channel's own id: the channel's first messages.
+        let first = page(&*store, channel, HistoryAnchor::After(channel), 4).await;
+        assert_eq!(contents(&first), ["m3", "m2", "m1", "m0"]);
+
+        // The same read oldest first, as `oldest_after` gives it.
+        let oldest = store.oldest_after(channel, id(2), 3).await;
+        let oldest = oldest.expect("oldest_after answers");
+        assert_eq!(contents(&oldest), ["m3", "m4", "m5"]);
+        assert_eq!(store.oldest_after(channel, id(2), 0).await, Ok(Vec::new()));
+
+        // Paging forwards from the start visits every message once.
+        let mut seen = Vec::new();
+        let mut after = channel;
+        loop {
+            let forward = page(&*store, channel, HistoryAnchor::After(after), 4).await;
+            let Some(newest) = forward.first() else { break };
+            after = newest.message_id;
+            seen.push(contents(&forward).join(","));
+        }
+        assert_eq!(seen, ["m3,m2,m1,m0", "m7,m6,m5,m4", "m9,m8"]);
+    }
+
+    pub async fn around_pages_hold_the_message_and_its_neighbours(backend: Backend) {
+        let store = backend.client(0).await;
+        let channel = channel_created_ago(2 * DAY_MS);
+        let sent = put_run(&*store, channel, 10).await;
+        let around = |i: usize| HistoryAnchor::Around(sent[i].message_id);
+
+        // limit 4: two above m5 (m6, m7), then m5 and one below it.
+        let four = page(&*store, channel, around(5), 4).await;
+        assert_eq!(contents(&four), ["m7", "m6", "m5", "m4"]);
+        // limit 5: still two above, three at or below.
+        let five = page(&*store, channel, around(5), 5).await;
+        assert_eq!(contents(&five), ["m7", "m6", "m5", "m4", "m3"]);
+        // At the newest message nothing is above it; the page is shorter.
+        let head = page(&*store, channel, around(9), 4).await;
+        assert_eq!(contents(&head), ["m9", "m8"]);
+        // At the oldest, one above it and the message itself.
+        let start = page(&*store, channel, around(0), 3).await;
+        assert_eq!(contents(&start), ["m1", "m0"]);
+        // Latest and before through `page`, as `history` gives them.
+        let latest = page(&*store, channel, HistoryAnchor::Latest, 2).await;
+        assert_eq!(contents(&latest), ["m9", "m8"]);
+        let before = page(
+            &*store,
+            channel,
+            HistoryAnchor::Before(sent[3].message_id),
+            2,
+        )
+        .await;
+        assert_eq!(contents(&before), ["m2", "m1"]);
+        assert!(page(&*store, channel, around(5), 0).await.is_empty());
+    }
+
+    pub async fn after_pages_cross_bucket_boundaries_oldest_first(backend: Backend) {
+        let store = backend.client(0).await;
+        // As in `a_page_crosses_a_bucket_boundary`: the channel three buckets back, one
+        // message in its own bucket, two each side of the current bucket's start.
+        let now_ms = NodeClock::new().now_ms();
+        let bucket = bucket_of(ids::from_timestamp_ms(now_ms));
+        let boundary_ms = ids::DISCORD_EPOCH_MS + i64::from(bucket) * BUCKET_MS;
+        let channel = channel_created_ago(now_ms - boundary_ms + 3 * BUCKET_MS);
+        let ancient = message_at(channel, boundary_ms - 2 * BUCKET_MS - 1000, 0, "ancient");
+        let old_a = message_at(channel, boundary_ms - 2000, 0, "old-a");
+        let old_b = message_at(channel, boundary_ms - 1000, 0, "old-b");
+        let new_a = message_at(channel, boundary_ms, 0, "new-a");
+        let new_b = message_at(channel, boundary_ms + 1, 0, "new-b");
+        for message in [&new_b, &old_a, &ancient, &new_a, &old_b] {
+            store.put(message, now_us()).await.expect("put answers");
+        }
+
+        // From the channel's start: ancient, then across the empty bucket to old-a.
+        let first = page(&*store, channel, HistoryAnchor::After(channel), 2).await;
+        assert_eq!(contents(&first), ["old-a", "ancient"]);
+        // Across the current bucket's start.
+        let next = page(&*store, channel, HistoryAnchor::After(old_a.message_id), 2).await;
+        assert_eq!(contents(&next), ["new-a", "old-b"]);
+        let rest = store.oldest_after(channel, old_b.message_id, 10).await;
+        assert_eq!(
+            contents(&rest.expect("oldest_after answers")),
+            ["new-a", "new-b"]
+        );
+        // Around the bucket's first message: one above, then new-a and what is below it.
+        let around = page(&*store, channel, HistoryAnchor::Around(new_a.message_id), 3).await;
+        assert_eq!(contents(&around), ["new-b", "new-a", "old-b"]);
+        // Twice: the second walk skips the empty bucket the first remembered.
+        let again = page(&*store, channel, HistoryAnchor::After(channel), 2).await;
+        assert_eq!(contents(&again), ["old-a", "ancient"]);
+    }
+
+    pub async fn the_directory_log_reads_back_in_id_order(backend: Backend) {
+        let store = backend.client(0).await;
+        let reader = backend.client(1).await;
+        // Ids from the clock, so a long-lived cluster's older records sort before them.
+        let base = ids::from_timestamp_ms(NodeClock::new().now_ms()) | 0x3_0000;
+        let guild_id = base + 1;
+        let created = ChangeRecord {
+            id: base + 10,
+            actor_id: 7,
+            change: DirectoryChange::GuildCreated {
+                guild: chat_system::directory::Guild {
+                    id: guild_id,
+                    name: "log test".into(),
+                    channels: vec![Channel {
+                        id: base + 2,
+                        name: "general".into(),
+                    }],
+                    members: [7].into_iter().collect(),
+                    owner_id: 7,
+                },
+            },
+        };
+        let channel = ChangeRecord {
+            id: base + 20,
+            actor_id: 7,
+            change: DirectoryChange::ChannelCreated {
+                guild_id,
+                channel: Channel {
+                    id: base + 21,
+                    name: "random".into(),
+                },
+            },
+        };
+        let member = ChangeRecord {
+            id: base + 30,
+            actor_id: 7,
+            change: DirectoryChange::MemberAdded {
+                guild_id,
+                user_id: 8,
+            },
+        };
+
+        // 1. Written out of order, one of them twice: read back once each, by id.
+        for record in [&member, &created, &channel, &member] {
+            store
+                .put_directory_change(record, now_us())
+                .await
+                .expect("a log write answers");
+        }
+        let all = reader.directory_changes_after(base).await;
+        let all = all.expect("a log read answers");
+        assert_eq!(all, [created.clone(), channel.clone(), member.clone()]);
+
+        // 2. `after` is exclusive, and past the newest there is nothing.
+        let later = reader.directory_changes_after(base + 10).await;
+        assert_eq!(later, Ok(vec![channel, member]));
+        let none = reader.directory_changes_after(base + 30).await;
+        assert_eq!(none, Ok(Vec::new()));
     }
 
     pub async fn an_unknown_channel_is_empty(backend: Backend) {
@@ -373,7 +608,7 @@ mod cases {
         assert!(history(&*store, channel, None, 50).await.is_empty());
         let before = Some(ids::from_timestamp_ms(NodeClock::new().now_ms()));
         assert!(history(&*store, channel, before, 50).await.is_empty());
-        assert_eq!(store.get(channel, channel + 1).await, Ok(None));
+        assert_eq!(get(&*store, channel, channel + 1).await, Ok(None));
     }
 }
 
@@ -408,6 +643,11 @@ conformance!(
     get_returns_every_stored_field,
     read_your_write_at_quorum_through_another_client,
     an_unknown_channel_is_empty,
+    get_carries_the_write_timestamp_of_the_newest_write,
+    after_pages_are_the_oldest_above_the_id_newest_first,
+    around_pages_hold_the_message_and_its_neighbours,
+    after_pages_cross_bucket_boundaries_oldest_first,
+    the_directory_log_reads_back_in_id_order,
 );
 
 /// Outcomes only a real server can produce, and clusters that cannot be reached.

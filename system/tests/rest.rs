@@ -22,6 +22,7 @@ use chat_system::model::StoredMessage;
 use chat_system::net::{http_request, FlushIfDirty, HttpError};
 use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
 use chat_system::ring::{self, Consistency};
+use chat_system::store::ring::RingStore;
 use chat_system::{data, guild};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -942,7 +943,7 @@ async fn guilds_channels_and_members_propagate_through_the_log() {
 
     // 6. The log holds it all: a fresh copy catches up to the same guild.
     let fresh = SharedDirectory::new(cluster.directory.clone());
-    let changed = directory::catch_up(&fresh, &cluster.store)
+    let changed = directory::catch_up(&fresh, &RingStore::new(cluster.store.clone()))
         .await
         .expect("the log reads");
     assert_eq!(changed, 4, "guild, member, two channels");
@@ -1039,7 +1040,7 @@ async fn a_send_whose_store_write_timed_out_is_written_again_by_its_retry_not_du
     let mut muted = cluster.topology.clone();
     muted.guild = vec![guild_addr];
     let config = guild::GuildConfig {
-        store: StoreClient::new(proxies, Consistency::Quorum, NodeClock::new()),
+        store: StoreClient::new(proxies, Consistency::Quorum, NodeClock::new()).into(),
         ..muted.guild_config(0, copy(), NodeClock::new())
     };
     tokio::spawn(guild::run(listener, config));

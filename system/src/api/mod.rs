@@ -40,7 +40,7 @@ use crate::env::clock::NodeClock;
 use crate::guild::{GuildRequest, GuildResponse, GuildRouter};
 use crate::ids::SnowflakeGenerator;
 use crate::model::StoredMessage;
-use crate::ring::client::{HistoryPage, StoreClient};
+use crate::store::{HistoryPage, SharedStore};
 
 pub mod error;
 pub mod guilds;
@@ -61,8 +61,8 @@ const GUILD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiConfig {
     /// This node's copy of who exists.
     pub directory: SharedDirectory,
-    /// The ring, for the directory log.
-    pub store: StoreClient,
+    /// The message store, for the directory log.
+    pub store: SharedStore,
     /// The data service, for history reads (routed by channel).
     pub data: DataClient,
     /// The guild nodes, for everything a guild orders (routed by guild).
@@ -139,9 +139,9 @@ pub async fn run(listener: TcpListener, config: ApiConfig) {
 
 /// Tries a few times to read the directory log; a node that cannot still catches up on its
 /// first miss.
-async fn catch_up_at_start(directory: SharedDirectory, store: StoreClient) {
+async fn catch_up_at_start(directory: SharedDirectory, store: SharedStore) {
     for attempt in 1..=10u32 {
-        match directory::catch_up(&directory, &store).await {
+        match directory::catch_up(&directory, &*store).await {
             Ok(changed) => {
                 tracing::info!(changed, "api_directory_caught_up");
                 return;
@@ -259,7 +259,7 @@ impl Api {
         match first {
             Err(error) if matches!(error.status.as_u16(), 403 | 404) => {
                 let caught_up =
-                    directory::catch_up_after(&self.config.directory, &self.config.store, started)
+                    directory::catch_up_after(&self.config.directory, &*self.config.store, started)
                         .await;
                 if let Err(store_error) = caught_up {
                     tracing::warn!(%store_error, "api_directory_catch_up_failed");
@@ -276,7 +276,7 @@ impl Api {
     pub async fn catch_up_now(&self) {
         let started = self.config.directory.catch_ups_started();
         let directory = &self.config.directory;
-        if let Err(error) = directory::catch_up_after(directory, &self.config.store, started).await
+        if let Err(error) = directory::catch_up_after(directory, &*self.config.store, started).await
         {
             tracing::warn!(%error, "api_directory_catch_up_failed");
         }

@@ -27,8 +27,7 @@ use crate::directory::{self, ChangeRecord, Channel, DirectoryChange, Guild};
 use crate::gateway::GatewayEvent;
 use crate::ids;
 use crate::model::{MessageView, StoredMessage};
-use crate::ring::client::{HistoryAnchor, HistoryPage};
-use crate::ring::StoreError;
+use crate::store::{HistoryAnchor, HistoryPage, StoreError, TimedMessage};
 
 /// Tries of the catch-up at start before leaving it to the misses.
 const START_CATCH_UP_TRIES: u32 = 10;
@@ -40,7 +39,7 @@ pub const FIRST_CHANNEL_NAME: &str = "general";
 /// started are known without waiting for a miss.
 pub(super) async fn catch_up_at_start(node: Arc<GuildNode>) {
     for attempt in 1..=START_CATCH_UP_TRIES {
-        match directory::catch_up(&node.directory, &node.store).await {
+        match directory::catch_up(&node.directory, &*node.store).await {
             Ok(changed) => {
                 tracing::info!(changed, "guild_directory_caught_up");
                 return;
@@ -56,7 +55,8 @@ pub(super) async fn catch_up_at_start(node: Arc<GuildNode>) {
 impl GuildNode {
     /// Catches the directory up after a miss that happened when `started` catch-ups had begun.
     async fn catch_up_after_miss(&self, started: u64) {
-        if let Err(error) = directory::catch_up_after(&self.directory, &self.store, started).await {
+        if let Err(error) = directory::catch_up_after(&self.directory, &*self.store, started).await
+        {
             tracing::warn!(%error, "guild_directory_catch_up_failed");
         }
     }
@@ -283,18 +283,18 @@ impl GuildNode {
         };
 
         // 1. Under the lock: the message as stored now, and its author.
-        let row = match self.store.get(channel_id, message_id).await {
+        let TimedMessage {
+            message,
+            write_us: stored_us,
+        } = match self.store.get(channel_id, message_id).await {
             Ok(Some(row)) => row,
             Ok(None) => return GuildResponse::UnknownMessage,
             Err(error) => return GuildResponse::Failed(error),
         };
-        let Some(message) = row.cell.value else {
-            return GuildResponse::UnknownMessage;
-        };
         if message.author_id != actor_id {
             return GuildResponse::NotAuthor;
         }
-        let write_us = self.clock.now_us().max(row.cell.write_us + 1);
+        let write_us = self.clock.now_us().max(stored_us + 1);
 
         // 2. Write, then dispatch.
         match content {

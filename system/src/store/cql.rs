@@ -13,7 +13,18 @@
 //!
 //! History walks buckets newest first back to the channel's own bucket (a channel is older
 //! than its messages), reading each partition in pages, and remembers settled buckets it
-//! found empty so later reads skip them, as the ring client does.
+//! found empty so later reads skip them, as the ring client does. A page `after` an id walks
+//! buckets oldest first from the id's bucket, reading each partition in ascending order
+//! (`ORDER BY message_id ASC`, which Cassandra serves within one partition); `around` is
+//! composed from both ([`super::compose_page`]). A read returns each row's write timestamp
+//! (`WRITETIME(content)`), which an edit or delete must exceed.
+//!
+//! The directory log is a table of its own in the keyspace, `directory_log (shard, id)`:
+//! one partition (`shard` 0) clustered by the record's id ascending, the record as JSON, so
+//! a read after an id comes back in log order.
+//!
+//! Every column of a message is named in one place: [`MESSAGE_COLUMNS`], the [`MessageRow`]
+//! type and [`decode_rows`] for reads, [`Self::put_message`] for writes.
 //!
 //! Errors: the server's Unavailable becomes [`StoreError::Unavailable`]; its read and write
 //! timeouts, and the driver's own request timeout, become [`StoreError::Timeout`] (a write
@@ -38,7 +49,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::MaybeUnset;
 
-use super::{HistoryQuery, MessageStore, StoreError, StoreFuture};
+use super::{HistoryPage, HistoryQuery, MessageStore, StoreError, StoreFuture, TimedMessage};
+use crate::directory::ChangeRecord;
 use crate::env::clock::NodeClock;
 use crate::ids;
 use crate::model::StoredMessage;
@@ -125,6 +137,9 @@ struct Statements {
     select_one: PreparedStatement,
     delete: PreparedStatement,
     select_page: PreparedStatement,
+    select_after: PreparedStatement,
+    insert_change: PreparedStatement,
+    select_changes: PreparedStatement,
 }
 
 /// ScyllaDB or Cassandra, as a message store.
@@ -223,7 +238,7 @@ impl CqlStore {
         &self,
         channel_id: u64,
         message_id: u64,
-    ) -> Result<Option<StoredMessage>, StoreError> {
+    ) -> Result<Option<TimedMessage>, StoreError> {
         let values = (
             bigint("channel_id", channel_id)?,
             cql_int_bucket(message_id)?,
@@ -266,10 +281,42 @@ impl CqlStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let before = before.map_or(i64::MAX, bigint_bound);
+        let statement = &self.statements.select_page;
+        self.read_bounded(statement, channel_id, bucket, before, limit)
+            .await
+    }
+
+    /// Up to `limit` rows of one partition above `after`, oldest first, page by page.
+    async fn read_partition_after(
+        &self,
+        channel_id: u64,
+        bucket: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        // Ids past bigint's range have nothing above them.
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        let statement = &self.statements.select_after;
+        self.read_bounded(statement, channel_id, bucket, after, limit)
+            .await
+    }
+
+    /// Runs a select bound by `(channel_id, bucket, id bound, limit)`, page by page, until
+    /// `limit` rows came back or the partition ran out.
+    async fn read_bounded(
+        &self,
+        statement: &PreparedStatement,
+        channel_id: u64,
+        bucket: u32,
+        bound: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let values = (
             bigint("channel_id", channel_id)?,
             i32::try_from(bucket).map_err(|_| bucket_range(bucket))?,
-            before,
+            bound,
             i32::try_from(limit).unwrap_or(i32::MAX),
         );
         let mut messages = Vec::new();
@@ -277,10 +324,11 @@ impl CqlStore {
         loop {
             let (result, next) = self
                 .session
-                .execute_single_page(&self.statements.select_page, &values, paging)
+                .execute_single_page(statement, &values, paging)
                 .await
                 .map_err(|e| self.execution_error(e))?;
-            messages.extend(decode_rows(channel_id, result)?);
+            let rows = decode_rows(channel_id, result)?;
+            messages.extend(rows.into_iter().map(|row| row.message));
             match next.into_paging_control_flow() {
                 ControlFlow::Continue(state) if messages.len() < limit => paging = state,
                 _ => break,
@@ -288,6 +336,89 @@ impl CqlStore {
         }
         messages.truncate(limit);
         Ok(messages)
+    }
+
+    /// The `limit` oldest messages above `after`, oldest first: buckets oldest first from
+    /// `after`'s (or the channel's, if later) up to the newest a message can be in.
+    async fn read_oldest_after(
+        &self,
+        channel_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let head_bucket = self.head_bucket();
+        let settled = self.settled_bucket();
+        let mut bucket = bucket_of(after).max(bucket_of(channel_id));
+        let mut messages = Vec::new();
+        while messages.len() < limit && bucket <= head_bucket {
+            if !self.known_empty(channel_id, bucket) {
+                let want = limit - messages.len();
+                let rows = self
+                    .read_partition_after(channel_id, bucket, after, want)
+                    .await?;
+                let whole = after < bucket_first_id(bucket);
+                if rows.is_empty() && whole && bucket < settled {
+                    self.remember_empty(channel_id, bucket);
+                }
+                messages.extend(rows);
+            }
+            bucket += 1;
+        }
+        Ok(messages)
+    }
+
+    async fn put_change(&self, record: &ChangeRecord, write_us: i64) -> Result<(), StoreError> {
+        let text = serde_json::to_string(record)
+            .map_err(|e| StoreError::Storage(format!("a directory change as JSON: {e}")))?;
+        let values = (bigint("id", record.id)?, text, write_us);
+        self.session
+            .execute_unpaged(&self.statements.insert_change, values)
+            .await
+            .map_err(|e| self.execution_error(e))?;
+        Ok(())
+    }
+
+    /// The log's records above `after`, oldest first, page by page. A record that does not
+    /// parse is skipped with a warning rather than blocking every later change.
+    async fn read_changes_after(&self, after: u64) -> Result<Vec<ChangeRecord>, StoreError> {
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        let mut records = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(&self.statements.select_changes, (after,), paging)
+                .await
+                .map_err(|e| self.execution_error(e))?;
+            let rows = result.into_rows_result().map_err(|e| {
+                StoreError::Storage(format!("a log select returned no rows result: {e}"))
+            })?;
+            let typed = rows.rows::<(i64, Option<String>)>().map_err(|e| {
+                StoreError::Storage(format!("directory_log rows have unexpected types: {e}"))
+            })?;
+            for row in typed {
+                let (id, text) = row.map_err(|e| {
+                    StoreError::Storage(format!("a directory_log row did not decode: {e}"))
+                })?;
+                match serde_json::from_str::<ChangeRecord>(text.as_deref().unwrap_or_default()) {
+                    Ok(record) => records.push(record),
+                    Err(error) => tracing::warn!(id, %error, "directory_change_unreadable"),
+                }
+            }
+            match next.into_paging_control_flow() {
+                ControlFlow::Continue(state) => paging = state,
+                ControlFlow::Break(()) => break,
+            }
+        }
+        Ok(records)
+    }
+
+    /// The newest bucket a message can be in: this node's, plus one of slack for writers
+    /// whose clocks run ahead.
+    fn head_bucket(&self) -> u32 {
+        bucket_of(ids::from_timestamp_ms(self.clock.now_ms())).saturating_add(1)
     }
 
     async fn read_history(&self, query: HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
@@ -303,7 +434,7 @@ impl CqlStore {
         // One bucket of slack past this node's clock for writers whose clocks run ahead.
         let newest_bucket = match before {
             Some(before) => bucket_of(before),
-            None => bucket_of(ids::from_timestamp_ms(self.clock.now_ms())).saturating_add(1),
+            None => self.head_bucket(),
         };
         let oldest_bucket = bucket_of(channel_id);
         let settled = self.settled_bucket();
@@ -356,7 +487,7 @@ impl MessageStore for CqlStore {
         Box::pin(self.put_message(message, write_us))
     }
 
-    fn get(&self, channel_id: u64, message_id: u64) -> StoreFuture<'_, Option<StoredMessage>> {
+    fn get(&self, channel_id: u64, message_id: u64) -> StoreFuture<'_, Option<TimedMessage>> {
         Box::pin(self.get_message(channel_id, message_id))
     }
 
@@ -366,6 +497,36 @@ impl MessageStore for CqlStore {
 
     fn history(&self, query: HistoryQuery) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(self.read_history(query))
+    }
+
+    fn oldest_after(
+        &self,
+        channel_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(self.read_oldest_after(channel_id, after, limit))
+    }
+
+    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(async move {
+            if page.limit == 0 {
+                return Ok(Vec::new());
+            }
+            super::compose_page(self, page).await
+        })
+    }
+
+    fn put_directory_change<'a>(
+        &'a self,
+        record: &'a ChangeRecord,
+        write_us: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_change(record, write_us))
+    }
+
+    fn directory_changes_after(&self, after: u64) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        Box::pin(self.read_changes_after(after))
     }
 
     fn backend(&self) -> &'static str {
@@ -392,7 +553,12 @@ async fn create_schema(
          PRIMARY KEY ((channel_id, bucket), message_id)) \
          WITH CLUSTERING ORDER BY (message_id DESC)"
     );
-    for ddl in [keyspace_ddl, table_ddl] {
+    let log_ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {keyspace}.directory_log (\
+         shard int, id bigint, record text, PRIMARY KEY (shard, id)) \
+         WITH CLUSTERING ORDER BY (id ASC)"
+    );
+    for ddl in [keyspace_ddl, table_ddl, log_ddl] {
         session
             .query_unpaged(ddl, ())
             .await
@@ -401,8 +567,12 @@ async fn create_schema(
     Ok(())
 }
 
+/// The columns a message read selects, in [`MessageRow`]'s order.
+const MESSAGE_COLUMNS: &str =
+    "message_id, guild_id, author_id, content, nonce, edited_ms, WRITETIME(content)";
+
 async fn prepare(session: &Session, keyspace: &str) -> Result<Statements, StoreError> {
-    let columns = "message_id, guild_id, author_id, content, nonce, edited_ms";
+    let columns = MESSAGE_COLUMNS;
     let texts = [
         format!(
             "INSERT INTO {keyspace}.messages \
@@ -421,6 +591,16 @@ async fn prepare(session: &Session, keyspace: &str) -> Result<Statements, StoreE
             "SELECT {columns} FROM {keyspace}.messages \
              WHERE channel_id = ? AND bucket = ? AND message_id < ? LIMIT ?"
         ),
+        format!(
+            "SELECT {columns} FROM {keyspace}.messages \
+             WHERE channel_id = ? AND bucket = ? AND message_id > ? \
+             ORDER BY message_id ASC LIMIT ?"
+        ),
+        format!(
+            "INSERT INTO {keyspace}.directory_log (shard, id, record) VALUES (0, ?, ?) \
+             USING TIMESTAMP ?"
+        ),
+        format!("SELECT id, record FROM {keyspace}.directory_log WHERE shard = 0 AND id > ?"),
     ];
     let mut prepared = Vec::with_capacity(texts.len());
     for text in texts {
@@ -434,18 +614,22 @@ async fn prepare(session: &Session, keyspace: &str) -> Result<Statements, StoreE
         statement.set_page_size(PAGE_ROWS);
         prepared.push(statement);
     }
-    let [insert, select_one, delete, select_page] = <[PreparedStatement; 4]>::try_from(prepared)
-        .map_err(|_| StoreError::Storage("expected four prepared statements".into()))?;
+    let [insert, select_one, delete, select_page, select_after, insert_change, select_changes] =
+        <[PreparedStatement; 7]>::try_from(prepared)
+            .map_err(|_| StoreError::Storage("expected seven prepared statements".into()))?;
     Ok(Statements {
         insert,
         select_one,
         delete,
         select_page,
+        select_after,
+        insert_change,
+        select_changes,
     })
 }
 
-/// The row's columns as selected: message_id, guild_id, author_id, content, nonce,
-/// edited_ms.
+/// The row's columns as selected ([`MESSAGE_COLUMNS`]): message_id, guild_id, author_id,
+/// content, nonce, edited_ms, and the content's write timestamp.
 type MessageRow = (
     i64,
     Option<i64>,
@@ -453,13 +637,15 @@ type MessageRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<i64>,
 );
 
-/// The messages in a result, skipping rows left without an author or content.
+/// The messages in a result with their write timestamps, skipping rows left without an
+/// author or content.
 fn decode_rows(
     channel_id: u64,
     result: scylla::response::query_result::QueryResult,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<TimedMessage>, StoreError> {
     let rows = result
         .into_rows_result()
         .map_err(|e| StoreError::Storage(format!("a select returned no rows result: {e}")))?;
@@ -468,13 +654,13 @@ fn decode_rows(
         .map_err(|e| StoreError::Storage(format!("messages rows have unexpected types: {e}")))?;
     let mut messages = Vec::new();
     for row in typed {
-        let (message_id, guild_id, author_id, content, nonce, edited_ms) =
+        let (message_id, guild_id, author_id, content, nonce, edited_ms, write_us) =
             row.map_err(|e| StoreError::Storage(format!("a messages row did not decode: {e}")))?;
         let (Some(guild_id), Some(author_id), Some(content)) = (guild_id, author_id, content)
         else {
             continue;
         };
-        messages.push(StoredMessage {
+        let message = StoredMessage {
             channel_id,
             message_id: unsigned("message_id", message_id)?,
             guild_id: unsigned("guild_id", guild_id)?,
@@ -482,6 +668,11 @@ fn decode_rows(
             content,
             nonce,
             edited_ms,
+        };
+        // A live cell always has a write time; 0 only if the server left it out.
+        messages.push(TimedMessage {
+            message,
+            write_us: write_us.unwrap_or(0),
         });
     }
     Ok(messages)
@@ -506,6 +697,11 @@ fn unsigned(column: &str, value: i64) -> Result<u64, StoreError> {
 
 fn bucket_range(bucket: u32) -> StoreError {
     StoreError::Storage(format!("bucket {bucket} does not fit CQL's int"))
+}
+
+/// The smallest snowflake in `bucket`.
+fn bucket_first_id(bucket: u32) -> u64 {
+    ids::from_timestamp_ms(ids::DISCORD_EPOCH_MS + i64::from(bucket) * crate::ring::BUCKET_MS)
 }
 
 /// The bucket of `message_id`, as the table's `int` column.

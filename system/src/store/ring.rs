@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::{HistoryQuery, MessageStore, StoreFuture};
+use super::{HistoryPage, HistoryQuery, MessageStore, StoreFuture, TimedMessage};
+use crate::directory::ChangeRecord;
 use crate::env::clock::NodeClock;
 use crate::env::disk::{Disk, RealDisk};
 use crate::model::StoredMessage;
@@ -41,10 +42,15 @@ impl MessageStore for RingStore {
         Box::pin(self.client.put(message, write_us))
     }
 
-    fn get(&self, channel_id: u64, message_id: u64) -> StoreFuture<'_, Option<StoredMessage>> {
+    fn get(&self, channel_id: u64, message_id: u64) -> StoreFuture<'_, Option<TimedMessage>> {
         Box::pin(async move {
             let row = self.client.get(channel_id, message_id).await?;
-            Ok(row.and_then(|row| row.cell.value))
+            Ok(row.and_then(|row| {
+                let write_us = row.cell.write_us;
+                row.cell
+                    .value
+                    .map(|message| TimedMessage { message, write_us })
+            }))
         })
     }
 
@@ -59,6 +65,36 @@ impl MessageStore for RingStore {
             }
             self.client.history(query).await
         })
+    }
+
+    fn oldest_after(
+        &self,
+        channel_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(self.client.oldest_after(channel_id, after, limit))
+    }
+
+    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(async move {
+            if page.limit == 0 {
+                return Ok(Vec::new());
+            }
+            self.client.page(page).await
+        })
+    }
+
+    fn put_directory_change<'a>(
+        &'a self,
+        record: &'a ChangeRecord,
+        write_us: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.client.put_directory_change(record, write_us))
+    }
+
+    fn directory_changes_after(&self, after: u64) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        Box::pin(self.client.directory_changes_after(after))
     }
 
     fn backend(&self) -> &'static str {
