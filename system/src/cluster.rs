@@ -12,6 +12,10 @@
 //! builds the same one without talking to the others. Validation checks the file's shape
 //! (one gateway, at least one node of every other role, unique names and addresses on
 //! loopback); it does not model membership changes: the file is the whole cluster.
+//!
+//! A cluster file may name its message store (`store`, a [`StoreSpec`]: the ring by default,
+//! or a `cql://` URL, in which case the file has no ring nodes), and any node may name a
+//! loopback `metrics` address where it serves `/metrics`.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -32,7 +36,7 @@ use crate::ring::hints::HINT_WINDOW_MS_DEFAULT;
 use crate::ring::layout::RingLayout;
 use crate::ring::node::{engine_config, RingNodeConfig};
 use crate::ring::{Consistency, REPLICATION_FACTOR};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreSpec};
 
 /// The heartbeat interval gateways announce unless told otherwise.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 41_250;
@@ -91,16 +95,28 @@ impl Topology {
         }
     }
 
-    /// API node `index`'s configuration.
+    /// API node `index`'s configuration, on the ring.
     pub fn api_config(
         &self,
         index: usize,
         directory: SharedDirectory,
         clock: NodeClock,
     ) -> ApiConfig {
+        let store = self.ring_store(clock.clone());
+        self.api_config_on(index, directory, clock, store)
+    }
+
+    /// API node `index`'s configuration, on `store`.
+    pub fn api_config_on(
+        &self,
+        index: usize,
+        directory: SharedDirectory,
+        clock: NodeClock,
+        store: SharedStore,
+    ) -> ApiConfig {
         ApiConfig {
             directory,
-            store: self.ring_store(clock.clone()),
+            store,
             data: DataClient::new(self.data.clone()),
             guilds: GuildRouter::new(&self.guild),
             gateway_url: self.gateway_url(),
@@ -110,16 +126,28 @@ impl Topology {
         }
     }
 
-    /// Guild node `index`'s configuration.
+    /// Guild node `index`'s configuration, on the ring.
     pub fn guild_config(
         &self,
         index: usize,
         directory: SharedDirectory,
         clock: NodeClock,
     ) -> GuildConfig {
+        let store = self.ring_store(clock.clone());
+        self.guild_config_on(index, directory, clock, store)
+    }
+
+    /// Guild node `index`'s configuration, on `store`.
+    pub fn guild_config_on(
+        &self,
+        index: usize,
+        directory: SharedDirectory,
+        clock: NodeClock,
+        store: SharedStore,
+    ) -> GuildConfig {
         GuildConfig {
             directory,
-            store: self.ring_store(clock.clone()),
+            store,
             gateways: vec![self.gateway_rpc],
             clock,
             nodes: self.guild.clone(),
@@ -176,6 +204,9 @@ pub struct NodeEntry {
     /// The gateway's dispatch (RPC) address; only the gateway has one.
     #[serde(default)]
     pub dispatch: Option<SocketAddr>,
+    /// Where the node serves `/metrics`, if anywhere.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The directory every process of a cluster generates, identically, from its shape.
@@ -201,6 +232,10 @@ pub struct ClusterFile {
     /// The heartbeat interval the gateway announces, in ms.
     #[serde(default = "heartbeat_default")]
     pub heartbeat_interval_ms: u64,
+    /// Where messages and the directory log live: the ring nodes of this file (the
+    /// default), or a CQL cluster.
+    #[serde(default = "store_default")]
+    pub store: StoreSpec,
     /// The directory's shape.
     pub directory: DirectorySection,
     /// Every node.
@@ -213,6 +248,10 @@ pub struct ClusterFile {
 struct NodeSpans {
     #[serde(default)]
     node: Vec<toml::Spanned<serde::de::IgnoredAny>>,
+}
+
+fn store_default() -> StoreSpec {
+    StoreSpec::Ring
 }
 
 fn heartbeat_default() -> u64 {
@@ -261,7 +300,10 @@ impl ClusterFile {
                 (_, Some(_)) => return Err(format!("{at}: only the gateway has `dispatch`")),
                 (_, None) => None,
             };
-            for addr in std::iter::once(node.addr).chain(dispatch) {
+            let addrs_of_node = std::iter::once(node.addr)
+                .chain(dispatch)
+                .chain(node.metrics);
+            for addr in addrs_of_node {
                 if !addr.ip().is_loopback() {
                     return Err(format!("{at}: {addr} is not a loopback address"));
                 }
@@ -273,10 +315,20 @@ impl ClusterFile {
 
         // 3. Every role present; one gateway; enough ring nodes for the replicas.
         let count = |role: Role| self.nodes.iter().filter(|n| n.role == role).count();
-        if count(Role::Ring) < REPLICATION_FACTOR {
-            return Err(format!(
-                "the cluster needs at least {REPLICATION_FACTOR} ring nodes"
-            ));
+        match (&self.store, count(Role::Ring)) {
+            (StoreSpec::Ring, ring) if ring < REPLICATION_FACTOR => {
+                return Err(format!(
+                    "the cluster needs at least {REPLICATION_FACTOR} ring nodes"
+                ));
+            }
+            (StoreSpec::Cql(_), ring) if ring > 0 => {
+                return Err(format!(
+                    "store = \"{}\" keeps messages in CQL, so the file has no ring nodes \
+                     (it has {ring})",
+                    self.store
+                ));
+            }
+            _ => {}
         }
         for (role, name) in [
             (Role::Api, "api"),
@@ -461,5 +513,69 @@ dispatch = "127.0.0.1:7021"
         let two_rings = FILE.replacen("role = \"ring\"", "role = \"api\"", 1);
         let error = ClusterFile::parse(&two_rings).expect_err("too few ring nodes");
         assert!(error.contains("at least 3 ring nodes"), "{error}");
+    }
+
+    /// FILE without its ring nodes and with `store` set to a CQL cluster.
+    fn cql_file() -> String {
+        let without_ring: Vec<&str> = FILE
+            .split("[[node]]")
+            .filter(|t| !t.contains("\"ring\""))
+            .collect();
+        without_ring.join("[[node]]").replace(
+            "heartbeat_interval_ms = 1000",
+            "heartbeat_interval_ms = 1000\nstore = \"cql://127.0.0.1:9042/chat_test\"",
+        )
+    }
+
+    #[test]
+    fn a_cql_store_replaces_the_ring_nodes_and_metrics_addresses_are_checked() {
+        // 1. The default store is the ring; a CQL store is parsed from its URL.
+        assert_eq!(
+            ClusterFile::parse(FILE).expect("valid").store,
+            StoreSpec::Ring
+        );
+        let file = ClusterFile::parse(&cql_file()).expect("valid");
+        let StoreSpec::Cql(target) = &file.store else {
+            panic!("a CQL store: {:?}", file.store);
+        };
+        assert_eq!(target.nodes, ["127.0.0.1:9042"]);
+        assert_eq!(target.keyspace, "chat_test");
+        assert!(file.topology().ring.is_empty());
+
+        // 2. A CQL store with ring nodes, and a bad URL, are refused naming the part.
+        let with_ring = FILE.replace(
+            "heartbeat_interval_ms = 1000",
+            "heartbeat_interval_ms = 1000\nstore = \"cql://127.0.0.1:9042\"",
+        );
+        let error = ClusterFile::parse(&with_ring).expect_err("ring nodes beside CQL");
+        assert!(error.contains("no ring nodes (it has 3)"), "{error}");
+        let bad = cql_file().replace("127.0.0.1:9042", "127.0.0.1");
+        let error = ClusterFile::parse(&bad).expect_err("no port");
+        assert!(
+            error.contains("CQL node 1") && error.contains("line 4"),
+            "{error}"
+        );
+
+        // 3. A metrics address is a node's own: loopback, and not used by anything else.
+        let metrics = FILE.replace(
+            "addr = \"127.0.0.1:7010\"",
+            "addr = \"127.0.0.1:7010\"\nmetrics = \"127.0.0.1:7050\"",
+        );
+        let file = ClusterFile::parse(&metrics).expect("valid");
+        let api = file.node("a").expect("node a");
+        assert_eq!(api.metrics.map(|m| m.port()), Some(7050));
+        assert_eq!(file.node("g").expect("node g").metrics, None);
+        let clash = metrics.replace("127.0.0.1:7050", "127.0.0.1:7030");
+        let error = ClusterFile::parse(&clash).expect_err("metrics on the guild's port");
+        assert!(
+            error.contains("127.0.0.1:7030") && error.contains("used twice"),
+            "{error}"
+        );
+        let remote = metrics.replace("127.0.0.1:7050", "10.0.0.2:7050");
+        let error = ClusterFile::parse(&remote).expect_err("metrics off loopback");
+        assert!(
+            error.contains("node a") && error.contains("loopback"),
+            "{error}"
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub sessions: Gauge,
     /// Messages created (stored and queued for delivery).
     pub messages_created: Counter,
+    /// Sends an API node acknowledged to a REST client (200 with the message).
+    pub rest_messages_acknowledged: Counter,
     /// Dispatches written to gateway sessions.
     pub deliveries: Counter,
     /// Time to create a message at its guild process: id, QUORUM store, fan-out queue.
@@ -48,6 +50,7 @@ impl Metrics {
         let metrics = Metrics {
             sessions: Gauge::default(),
             messages_created: Counter::default(),
+            rest_messages_acknowledged: Counter::default(),
             deliveries: Counter::default(),
             message_create_seconds: latency_histogram(),
             store_write_seconds: latency_histogram(),
@@ -66,6 +69,11 @@ impl Metrics {
             "messages_created",
             "Messages stored and queued for delivery",
             m.messages_created.clone(),
+        );
+        registry.register(
+            "rest_messages_acknowledged",
+            "Sends an API node acknowledged to a REST client",
+            m.rest_messages_acknowledged.clone(),
         );
         registry.register(
             "deliveries",
@@ -156,6 +164,7 @@ mod tests {
         for name in [
             "chat_gateway_sessions",
             "chat_messages_created_total",
+            "chat_rest_messages_acknowledged_total",
             "chat_deliveries_total",
             "chat_message_create_seconds_bucket",
             "chat_store_write_seconds_count",

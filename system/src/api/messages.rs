@@ -180,7 +180,10 @@ pub(super) async fn create(
         enforce_nonce: create.enforce_nonce,
     };
     match api.call_guild(guild_id, &request).await? {
-        GuildResponse::Created(message) => Ok(Json(MessageView::of(&message, &user.username))),
+        GuildResponse::Created(message) => {
+            crate::metrics::registry().rest_messages_acknowledged.inc();
+            Ok(Json(MessageView::of(&message, &user.username)))
+        }
         other => Err(unexpected(&other)),
     }
 }

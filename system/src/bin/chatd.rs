@@ -6,11 +6,18 @@
 //! guilds and channels is generated on first start and kept in the data dir, so a restart
 //! serves the same accounts and their history.
 //!
+//! With `--store cql://host:port[,host:port...][/keyspace]` messages and the directory log live
+//! in ScyllaDB or Cassandra instead: no ring node starts, and every guild, data-service and
+//! API role shares one CQL session (created with the keyspace and tables if they are
+//! missing). A bad URL is refused naming the part at fault; a cluster that cannot be reached
+//! stops chatd with the driver's reason within [`CQL_OPEN_TIMEOUT`], before anything serves.
+//!
 //! With `--cluster FILE --node NAME` the process runs only that node's role, at the address
 //! the cluster file gives it; every process of the cluster generates the same directory from
-//! the file's shape (and writes it to the shared data dir for clients). A clean stop drains
-//! the gateway's sessions (op 7, close 1012) before ring nodes flush their memtables.
-//! Cluster mode has no metrics port.
+//! the file's shape (and writes it to the shared data dir for clients). The file's `store`
+//! key chooses the store as `--store` does, and a node with a `metrics` address serves
+//! `/metrics` there. A clean stop (Ctrl-C or SIGTERM) drains the gateway's sessions (op 7,
+//! close 1012) before ring nodes flush their memtables.
 
 #[cfg(madsim)]
 fn main() {
@@ -46,6 +53,8 @@ mod real {
     use chat_system::env::disk::{Disk, RealDisk};
     use chat_system::gateway::{GatewayHandle, GatewayLimits};
     use chat_system::ring::node::OpenRingNode;
+    use chat_system::store::cql::{CqlConfig, CqlStore};
+    use chat_system::store::{CqlTarget, SharedStore, StoreSpec};
     use chat_system::{api, data, guild, ring};
     use clap::Parser;
     use tokio::net::TcpListener;
@@ -53,6 +62,8 @@ mod real {
     const API_NODES: u16 = 2;
     const GUILD_NODES: u16 = 3;
     const DATA_NODES: u16 = 2;
+    /// How long connecting to a CQL cluster and preparing its statements may take.
+    pub const CQL_OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// Run the chat system's roles in one process on real tokio.
     #[derive(Debug, Parser)]
@@ -93,8 +104,17 @@ mod real {
             value_parser = clap::value_parser!(u64).range(100..=600_000)
         )]
         heartbeat_interval_ms: u64,
+        /// Where messages live: `ring` (three ring nodes in this process) or
+        /// `cql://HOST:PORT[,HOST:PORT...][/KEYSPACE][?replication=N]` (keyspace `chat` and
+        /// one replica per contact point, at most three, by default).
+        #[arg(long, default_value = "ring", value_parser = StoreSpec::parse)]
+        store: StoreSpec,
         /// A cluster file: run only `--node`'s role, as the file places it.
-        #[arg(long, requires = "node", conflicts_with_all = ["data_dir", "host", "port_base"])]
+        #[arg(
+            long,
+            requires = "node",
+            conflicts_with_all = ["data_dir", "host", "port_base", "store"]
+        )]
         cluster: Option<PathBuf>,
         /// The node of `--cluster` this process runs.
         #[arg(long, requires = "cluster")]
@@ -223,11 +243,16 @@ mod real {
         let _lock = lock_data_dir(&data_dir)?;
         let directory = load_or_create_directory(&args, &data_dir)?;
         let shared = SharedDirectory::new(directory.clone());
+        let cql = match &args.store {
+            StoreSpec::Ring => None,
+            StoreSpec::Cql(target) => Some(open_cql(target).await?),
+        };
 
         // 2. Bind every role first, so each knows the others' addresses.
         let (host, base) = (args.host, args.port_base);
         let mut ring_listeners = Vec::new();
-        for i in 0..3u16 {
+        let ring_count = if cql.is_some() { 0 } else { 3u16 };
+        for i in 0..ring_count {
             ring_listeners.push(bind(host, base, 1 + i, "ring").await?);
         }
         let mut api_listeners = Vec::new();
@@ -292,23 +317,33 @@ mod real {
                 }
             }));
         }
+        let store_of = |clock: &NodeClock| -> SharedStore {
+            match &cql {
+                Some(store) => store.clone(),
+                None => topology.ring_store(clock.clone()),
+            }
+        };
         for (index, listener) in guild_listeners.into_iter().enumerate() {
-            let config = topology.guild_config(index, shared.clone(), NodeClock::new());
+            let clock = NodeClock::new();
+            let store = store_of(&clock);
+            let config = topology.guild_config_on(index, shared.clone(), clock, store);
             tokio::spawn(guild::run(listener, config));
         }
         for listener in data_listeners {
-            let store = topology.data_store(NodeClock::new());
-            tokio::spawn(data::run(listener, store));
+            tokio::spawn(data::run(listener, store_of(&NodeClock::new())));
         }
         let gateway_config = topology.gateway_config(shared.clone(), args.heartbeat_interval_ms);
         let gateway = GatewayHandle::new(gateway_config, GatewayLimits::default());
         tokio::spawn(gateway.clone().serve(gateway_listener, dispatch_listener));
         for (index, listener) in api_listeners.into_iter().enumerate() {
-            let config = topology.api_config(index, shared.clone(), NodeClock::new());
+            let clock = NodeClock::new();
+            let store = store_of(&clock);
+            let config = topology.api_config_on(index, shared.clone(), clock, store);
             tokio::spawn(api::run(listener, config));
         }
 
-        // 4. Say where everything is, then wait for Ctrl-C.
+        // 4. Say where everything is, then wait for Ctrl-C or SIGTERM.
+        say!("chatd store {}", args.store);
         for api in &topology.api {
             say!("chatd api http://{api}/api/v10");
         }
@@ -346,12 +381,11 @@ mod real {
         }
         say!("chatd metrics http://{metrics_addr}/metrics");
         say!("chatd ready");
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        stop_signal().await?;
 
         // 5. Stop: the gateway's sessions are told to reconnect elsewhere, then every ring
-        //    node flushes its memtable, so a restart replays nothing.
+        //    node flushes its memtable, so a restart replays nothing (a CQL cluster keeps
+        //    its own data).
         say!("chatd stopping");
         drain_gateway(&gateway).await;
         let _ = stop_tx.send(true);
@@ -367,6 +401,25 @@ mod real {
         }
         say!("chatd stopped");
         Ok(())
+    }
+
+    /// Connects to the CQL cluster `target` names, creating its keyspace and tables if they
+    /// are missing; an unreachable cluster is an error naming it, within
+    /// [`CQL_OPEN_TIMEOUT`].
+    async fn open_cql(target: &CqlTarget) -> Result<SharedStore, String> {
+        let config = CqlConfig::of_target(target);
+        let at = format!("{} keyspace {}", target.nodes.join(","), target.keyspace);
+        match tokio::time::timeout(CQL_OPEN_TIMEOUT, CqlStore::open(&config)).await {
+            Ok(Ok(store)) => {
+                say!("chatd cql store {at} open");
+                Ok(Arc::new(store))
+            }
+            Ok(Err(error)) => Err(format!("cannot open the CQL store at {at}: {error}")),
+            Err(_) => Err(format!(
+                "the CQL store at {at} did not open within {} s",
+                CQL_OPEN_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// Tells every gateway session to reconnect (op 7, close 1012) and gives the close frames
@@ -455,9 +508,24 @@ mod real {
         publish_directory(&data_dir, &directory, name)?;
         let shared = SharedDirectory::new(directory);
 
-        // 2. Bind, then serve the node's role.
+        // 2. The store the roles use, then bind and serve the node's role and its metrics.
+        let store = match (&cluster.store, node.role) {
+            (StoreSpec::Cql(target), Role::Api | Role::Guild | Role::Data) => {
+                Some(open_cql(target).await?)
+            }
+            _ => None,
+        };
         let listener = bind_at(node.addr, name).await?;
+        if let Some(metrics) = node.metrics {
+            let metrics_listener = bind_at(metrics, name).await?;
+            tokio::spawn(chat_system::metrics::serve(metrics_listener));
+            say!("chatd metrics http://{metrics}/metrics");
+        }
         let clock = NodeClock::new();
+        // The ring's client, made only for roles that read or write (a CQL file has no ring).
+        let store_of = |clock: &NodeClock| -> SharedStore {
+            store.unwrap_or_else(|| topology.ring_store(clock.clone()))
+        };
         let mut gateway = None;
         let mut ring_node = None;
         match node.role {
@@ -484,19 +552,19 @@ mod real {
                 ring_node = Some((stop_tx, task, lock));
             }
             Role::Api => {
-                let config = topology.api_config(index, shared, clock);
+                let config = topology.api_config_on(index, shared, clock.clone(), store_of(&clock));
                 tokio::spawn(api::run(listener, config));
                 say!("chatd api http://{}/api/v10", node.addr);
             }
             Role::Guild => {
                 tokio::spawn(guild::run(
                     listener,
-                    topology.guild_config(index, shared, clock),
+                    topology.guild_config_on(index, shared, clock.clone(), store_of(&clock)),
                 ));
                 say!("chatd guild node {}", node.addr);
             }
             Role::Data => {
-                tokio::spawn(data::run(listener, topology.data_store(clock)));
+                tokio::spawn(data::run(listener, store_of(&clock)));
                 say!("chatd data node {}", node.addr);
             }
             Role::Gateway => {

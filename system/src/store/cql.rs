@@ -49,6 +49,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::MaybeUnset;
 
+use super::{keyspace_problem, parse_contact_points, CqlTarget};
 use super::{HistoryPage, HistoryQuery, MessageStore, StoreError, StoreFuture, TimedMessage};
 use crate::directory::ChangeRecord;
 use crate::env::clock::NodeClock;
@@ -62,8 +63,6 @@ const PAGE_ROWS: i32 = 1_000;
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// How long connecting to a node may take.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
-/// The longest keyspace name Cassandra accepts.
-const KEYSPACE_NAME_MAX: usize = 48;
 
 /// Where the store lives and how to open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +78,16 @@ pub struct CqlConfig {
 }
 
 impl CqlConfig {
+    /// A config for the cluster and keyspace a `cql://` URL names, creating the schema if
+    /// it is missing.
+    pub fn of_target(target: &CqlTarget) -> Self {
+        Self::new(
+            target.nodes.clone(),
+            &target.keyspace,
+            target.replication_factor,
+        )
+    }
+
     /// A config for `nodes` and `keyspace`, creating the schema with `replication_factor`
     /// replicas if it is missing.
     pub fn new(nodes: Vec<String>, keyspace: &str, replication_factor: u8) -> Self {
@@ -94,39 +103,14 @@ impl CqlConfig {
 /// Parses contact points written as `[cql://]host:port[,host:port...]`, naming the first
 /// entry that is not a `host:port` with a port from 1 to 65535.
 pub fn parse_nodes(list: &str) -> Result<Vec<String>, String> {
-    let body = list.strip_prefix("cql://").unwrap_or(list);
-    let mut nodes = Vec::new();
-    for (index, entry) in body.split(',').enumerate() {
-        let entry = entry.trim();
-        let port = entry
-            .rsplit_once(':')
-            .filter(|(host, _)| !host.is_empty())
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .filter(|port| *port != 0);
-        if port.is_none() {
-            return Err(format!(
-                "CQL node {} of '{list}' is '{entry}': expected HOST:PORT with a port 1-65535",
-                index + 1
-            ));
-        }
-        nodes.push(entry.to_string());
-    }
-    Ok(nodes)
+    parse_contact_points(list.strip_prefix("cql://").unwrap_or(list))
 }
 
-/// Checks a keyspace name before it goes into DDL text: letters, digits and `_`, starting
-/// with a letter, at most 48 characters.
+/// Checks a keyspace name before it goes into DDL text ([`keyspace_problem`]).
 fn check_keyspace(name: &str) -> Result<(), StoreError> {
-    let well_formed = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= KEYSPACE_NAME_MAX;
-    if well_formed {
-        Ok(())
-    } else {
-        Err(StoreError::Storage(format!(
-            "keyspace name '{name}' is not a letter followed by at most {} letters, digits or _",
-            KEYSPACE_NAME_MAX - 1
-        )))
+    match keyspace_problem(name) {
+        Some(problem) => Err(StoreError::Storage(problem)),
+        None => Ok(()),
     }
 }
 

@@ -41,6 +41,8 @@ use std::pin::Pin;
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::ring::client::{HistoryAnchor, HistoryPage, HistoryQuery};
 pub use crate::ring::StoreError;
 
@@ -105,6 +107,152 @@ pub trait MessageStore: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
+/// Where a process keeps its messages: the built-in ring, or a CQL cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreSpec {
+    /// The built-in ring (`ring`).
+    Ring,
+    /// ScyllaDB or Cassandra:
+    /// `cql://host:port[,host:port...][/keyspace][?replication=N]`.
+    Cql(CqlTarget),
+}
+
+/// A CQL cluster and the keyspace in it, as a `cql://` URL names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CqlTarget {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// The keyspace (default [`CQL_KEYSPACE_DEFAULT`]).
+    pub keyspace: String,
+    /// Replicas per partition when the keyspace is created (default: one per contact point,
+    /// at most three).
+    pub replication_factor: u8,
+}
+
+/// The keyspace a `cql://` URL without a path names.
+pub const CQL_KEYSPACE_DEFAULT: &str = "chat";
+/// The longest keyspace name Cassandra accepts.
+pub const KEYSPACE_NAME_MAX: usize = 48;
+
+impl StoreSpec {
+    /// Parses `ring` or a `cql://` URL; an error names the part at fault.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "ring" {
+            return Ok(StoreSpec::Ring);
+        }
+        let Some(rest) = text.strip_prefix("cql://") else {
+            return Err(format!(
+                "store '{text}': expected 'ring' or \
+                 'cql://HOST:PORT[,HOST:PORT...][/KEYSPACE][?replication=N]'"
+            ));
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (hosts, keyspace) = match rest.split_once('/') {
+            Some((hosts, keyspace)) => (hosts, keyspace),
+            None => (rest, CQL_KEYSPACE_DEFAULT),
+        };
+        let nodes = parse_contact_points(hosts).map_err(|e| format!("store '{text}': {e}"))?;
+        if let Some(problem) = keyspace_problem(keyspace) {
+            return Err(format!("store '{text}': {problem}"));
+        }
+        let mut replication_factor = u8::try_from(nodes.len().min(3)).unwrap_or(3);
+        if let Some(query) = query {
+            let factor = query
+                .strip_prefix("replication=")
+                .and_then(|n| n.parse::<u8>().ok())
+                .filter(|n| *n >= 1);
+            replication_factor = factor.ok_or_else(|| {
+                format!(
+                    "store '{text}': the query is '{query}', expected 'replication=N' \
+                     with N from 1 to 255"
+                )
+            })?;
+        }
+        Ok(StoreSpec::Cql(CqlTarget {
+            nodes,
+            keyspace: keyspace.to_string(),
+            replication_factor,
+        }))
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Ring => write!(f, "ring"),
+            StoreSpec::Cql(target) => write!(
+                f,
+                "cql://{}/{}?replication={}",
+                target.nodes.join(","),
+                target.keyspace,
+                target.replication_factor
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl TryFrom<String> for StoreSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<StoreSpec> for String {
+    fn from(spec: StoreSpec) -> String {
+        spec.to_string()
+    }
+}
+
+/// Parses contact points written as `host:port[,host:port...]`, naming the first entry that
+/// is not a `host:port` with a port from 1 to 65535.
+pub fn parse_contact_points(list: &str) -> Result<Vec<String>, String> {
+    let mut nodes = Vec::new();
+    for (index, entry) in list.split(',').enumerate() {
+        let entry = entry.trim();
+        let port = entry
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|port| *port != 0);
+        if port.is_none() {
+            return Err(format!(
+                "CQL node {} of '{list}' is '{entry}': expected HOST:PORT with a port 1-65535",
+                index + 1
+            ));
+        }
+        nodes.push(entry.to_string());
+    }
+    Ok(nodes)
+}
+
+/// What is wrong with a keyspace name for DDL text, if anything: it must be a letter
+/// followed by letters, digits or `_`, at most 48 characters in all.
+pub fn keyspace_problem(name: &str) -> Option<String> {
+    let well_formed = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= KEYSPACE_NAME_MAX;
+    (!well_formed).then(|| {
+        format!(
+            "keyspace name '{name}' is not a letter followed by at most {} letters, digits or _",
+            KEYSPACE_NAME_MAX - 1
+        )
+    })
+}
+
 /// A shared store, as every role holds one.
 pub type SharedStore = Arc<dyn MessageStore>;
 
@@ -146,5 +294,50 @@ pub async fn compose_page(
             messages.extend(store.history(older).await?);
             Ok(messages)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_with_their_defaults() {
+        assert_eq!(StoreSpec::parse("ring"), Ok(StoreSpec::Ring));
+        let one = StoreSpec::parse("cql://127.0.0.1:9042").expect("valid");
+        let expected = CqlTarget {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "chat".into(),
+            replication_factor: 1,
+        };
+        assert_eq!(one, StoreSpec::Cql(expected));
+        let four = StoreSpec::parse("cql://a:1,b:2,c:3,d:4/chat_2").expect("valid");
+        let StoreSpec::Cql(four) = four else {
+            panic!("a CQL store");
+        };
+        assert_eq!((four.nodes.len(), four.keyspace.as_str()), (4, "chat_2"));
+        assert_eq!(four.replication_factor, 3);
+        let wide = StoreSpec::parse("cql://a:1/k?replication=5").expect("valid");
+        assert_eq!(wide.to_string(), "cql://a:1/k?replication=5");
+        assert_eq!(StoreSpec::parse(&wide.to_string()), Ok(wide));
+    }
+
+    #[test]
+    fn bad_store_urls_name_the_part_at_fault() {
+        let scheme = StoreSpec::parse("cassandra://a:1").expect_err("scheme");
+        assert!(scheme.contains("expected 'ring' or 'cql://"), "{scheme}");
+        let port = StoreSpec::parse("cql://a:1,b").expect_err("port");
+        assert!(
+            port.contains("CQL node 2") && port.contains("'b'"),
+            "{port}"
+        );
+        let empty = StoreSpec::parse("cql://").expect_err("no node");
+        assert!(empty.contains("CQL node 1"), "{empty}");
+        let keyspace = StoreSpec::parse("cql://a:1/chat-1").expect_err("keyspace");
+        assert!(keyspace.contains("keyspace name 'chat-1'"), "{keyspace}");
+        let factor = StoreSpec::parse("cql://a:1/k?replication=0").expect_err("factor");
+        assert!(factor.contains("'replication=0'"), "{factor}");
+        let other = StoreSpec::parse("cql://a:1/k?rf=3").expect_err("query");
+        assert!(other.contains("'rf=3'"), "{other}");
     }
 }
