@@ -1,7 +1,8 @@
 //! `chatd --store cql://...` end to end on a real Apache Cassandra: the binary as a process,
 //! a guild and a channel made over REST, a real WebSocket session, messages sent over REST
 //! and read back live and from history, then a clean stop (SIGTERM) and a restart on the same
-//! keyspace that still serves the history and the guild.
+//! keyspace that still serves the history and the guild. A cluster file whose `store` names
+//! Cassandra runs its data, guild, gateway and API processes without a ring node.
 //!
 //! Cassandra comes from `support/cassandra.rs`: `CHAT_CQL_NODES` names a running one, or
 //! `.ci/cassandra/start` starts one for this test binary. Every run uses a keyspace of its
@@ -34,8 +35,10 @@ const SENDS: usize = 10;
 /// A running chatd; killed when dropped if it has not stopped.
 struct Chatd {
     child: Child,
-    api: SocketAddr,
-    gateway: SocketAddr,
+    /// Its API address, if it runs an API node.
+    api: Option<SocketAddr>,
+    /// Its gateway address, if it runs the gateway.
+    gateway: Option<SocketAddr>,
     /// What it printed up to "chatd ready".
     banner: Vec<String>,
     later_lines: mpsc::Receiver<String>,
@@ -50,11 +53,25 @@ impl Chatd {
     /// Starts chatd on `store` with its directory in `data_dir`, and waits until it is ready.
     /// Its heartbeat interval (2 min) outlasts the test, so the session needs no heartbeats.
     fn start(store: &str, data_dir: &Path) -> Chatd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        command
             .args(["--store", store, "--port-base", "0", "--users", "3"])
             .args(["--guilds", "1", "--heartbeat-interval-ms", "120000"])
             .arg("--data-dir")
-            .arg(data_dir)
+            .arg(data_dir);
+        Self::spawn(command)
+    }
+
+    /// Starts node `name` of the cluster file `file`, and waits until it is ready.
+    fn start_node(file: &Path, name: &str) -> Chatd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        command.arg("--cluster").arg(file).args(["--node", name]);
+        Self::spawn(command)
+    }
+
+    /// Runs `command` and reads what it prints up to "chatd ready".
+    fn spawn(mut command: Command) -> Chatd {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("chatd starts");
@@ -83,8 +100,8 @@ impl Chatd {
         }
         let find = |prefix: &str| banner.iter().find_map(|line| addr_after(line, prefix));
         Chatd {
-            api: find("chatd api http://").expect("api address printed"),
-            gateway: find("chatd gateway ws://").expect("gateway address printed"),
+            api: find("chatd api http://"),
+            gateway: find("chatd gateway ws://"),
             child,
             banner,
             later_lines: rx,
@@ -233,10 +250,7 @@ fn fresh_keyspace() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     // 1. Cassandra, a keyspace of this run's own, and chatd on it.
-    let nodes = tokio::task::spawn_blocking(cassandra_node::contact_points)
-        .await
-        .expect("the start script ran")
-        .unwrap_or_else(|e| panic!("no Cassandra for the end-to-end test: {e}"));
+    let nodes = cassandra().await;
     let store = format!("cql://{}/{}", nodes.join(","), fresh_keyspace());
     let data = tempfile::tempdir().expect("temp dir");
     let mut chatd = Chatd::start(&store, data.path());
@@ -261,9 +275,11 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     )
     .expect("a directory");
     let owner = directory.users.values().next().expect("a user").clone();
+    let api = chatd.api.expect("an API node");
+    let gateway = chatd.gateway.expect("a gateway");
 
     // 2. A live session first: READY (s 1), then the generated guild (s 2).
-    let mut ws = identify(chatd.gateway, &owner).await;
+    let mut ws = identify(gateway, &owner).await;
     let first = next_dispatch(&mut ws, TIMEOUT).await.expect("GUILD_CREATE");
     assert_eq!(
         (first["t"].clone(), first["s"].clone()),
@@ -272,7 +288,7 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
 
     // 3. A guild and a second channel through REST; both go to the directory log in CQL.
     let (status, guild) = call(
-        chatd.api,
+        api,
         Method::POST,
         "/api/v10/guilds",
         &owner,
@@ -283,7 +299,7 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     let guild_id = snowflake(&guild["id"]);
     let path = format!("/api/v10/guilds/{guild_id}/channels");
     let body = json!({"name": "e2e", "type": 0});
-    let (status, channel) = call(chatd.api, Method::POST, &path, &owner, Some(body)).await;
+    let (status, channel) = call(api, Method::POST, &path, &owner, Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{channel}");
     let channel_id = snowflake(&channel["id"]);
 
@@ -292,7 +308,7 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     let mut sent = Vec::new();
     for n in 0..SENDS {
         let content = format!("cql message {n}");
-        let message = send(chatd.api, &messages, &owner, &content).await;
+        let message = send(api, &messages, &owner, &content).await;
         assert_eq!(message["content"], content.as_str());
         sent.push((snowflake(&message["id"]), content));
     }
@@ -328,7 +344,7 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     // 6. History holds the same ids, newest first.
     let mut newest_first = sent.clone();
     newest_first.reverse();
-    assert_eq!(history(chatd.api, channel_id, &owner).await, newest_first);
+    assert_eq!(history(api, channel_id, &owner).await, newest_first);
 
     // 7. SIGTERM: a clean stop, the session drained.
     let (status, said) = chatd.terminate();
@@ -340,9 +356,10 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     // 8. Again on the same keyspace and data dir: the guild made over REST is back from the
     //    directory log, and history still holds every message.
     let mut again = Chatd::start(&store, data.path());
-    assert_eq!(history(again.api, channel_id, &owner).await, newest_first);
+    let api = again.api.expect("an API node");
+    assert_eq!(history(api, channel_id, &owner).await, newest_first);
     let path = format!("/api/v10/guilds/{guild_id}/channels");
-    let (status, channels) = call(again.api, Method::GET, &path, &owner, None).await;
+    let (status, channels) = call(api, Method::GET, &path, &owner, None).await;
     assert_eq!(status, StatusCode::OK, "{channels}");
     let names: Vec<&str> = channels
         .as_array()
@@ -353,6 +370,99 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
     assert_eq!(names, ["general", "e2e"]);
     let (status, _) = again.terminate();
     assert!(status.success());
+}
+
+/// The Cassandra contact points, started if need be.
+async fn cassandra() -> Vec<String> {
+    tokio::task::spawn_blocking(cassandra_node::contact_points)
+        .await
+        .expect("the start script ran")
+        .unwrap_or_else(|e| panic!("no Cassandra for the end-to-end test: {e}"))
+}
+
+/// A free loopback address: bound to port 0 and released.
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_file_with_a_cql_store_runs_its_roles_without_ring_nodes() {
+    // 1. A cluster file: `store` names Cassandra, and there are no ring nodes.
+    let nodes = cassandra().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [data, guild, gateway, dispatch, api, metrics] = [(); 6].map(|()| free_addr());
+    let text = format!(
+        "data_dir = {data_dir:?}\nstore = \"cql://{nodes}/{keyspace}\"\n\
+         heartbeat_interval_ms = 120000\n\n[directory]\nusers = 3\nguilds = 1\nchannels = 1\n\
+         created_unix_ms = 1700000000000\n\n\
+         [[node]]\nname = \"data-1\"\nrole = \"data\"\naddr = \"{data}\"\n\n\
+         [[node]]\nname = \"guild-1\"\nrole = \"guild\"\naddr = \"{guild}\"\n\n\
+         [[node]]\nname = \"gateway\"\nrole = \"gateway\"\naddr = \"{gateway}\"\n\
+         dispatch = \"{dispatch}\"\n\n\
+         [[node]]\nname = \"api-1\"\nrole = \"api\"\naddr = \"{api}\"\nmetrics = \"{metrics}\"\n",
+        data_dir = dir.path().join("data").display().to_string(),
+        nodes = nodes.join(","),
+        keyspace = fresh_keyspace(),
+    );
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, text).expect("cluster file written");
+
+    // 2. Every process; the API one last, as it asks the others.
+    let mut processes = Vec::new();
+    for name in ["data-1", "guild-1", "gateway", "api-1"] {
+        processes.push(Chatd::start_node(&file, name));
+    }
+    let directory: Directory = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data/directory.json")).expect("directory"),
+    )
+    .expect("a directory");
+    let guild = directory.guilds.values().next().expect("a guild");
+    let channel = guild.channels[0].id;
+    let user = directory.users[guild.members.first().expect("a member")].clone();
+
+    // 3. A live session, three sends, their MESSAGE_CREATEs in order and history back.
+    let mut ws = identify(gateway, &user).await;
+    let created = next_dispatch(&mut ws, TIMEOUT).await.expect("GUILD_CREATE");
+    assert_eq!(created["t"], "GUILD_CREATE");
+    let path = format!("/api/v10/channels/{channel}/messages");
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let content = format!("clustered {n}");
+        let message = send(api, &path, &user, &content).await;
+        sent.push((snowflake(&message["id"]), content));
+    }
+    for (seq, expected) in (3u64..).zip(&sent) {
+        let dispatch = next_dispatch(&mut ws, TIMEOUT)
+            .await
+            .expect("MESSAGE_CREATE");
+        assert_eq!(
+            (dispatch["t"].clone(), dispatch["s"].clone()),
+            (json!("MESSAGE_CREATE"), json!(seq))
+        );
+        assert_eq!(snowflake(&dispatch["d"]["id"]), expected.0);
+    }
+    let mut newest_first = sent.clone();
+    newest_first.reverse();
+    assert_eq!(history(api, channel, &user).await, newest_first);
+
+    // 4. The API process counted exactly the three sends it acknowledged.
+    let (status, bytes) = http_request(metrics, Method::GET, "/metrics", None, None, TIMEOUT)
+        .await
+        .expect("metrics answer");
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.lines()
+            .any(|l| l == "chat_rest_messages_acknowledged_total 3"),
+        "{text}"
+    );
+
+    // 5. Every process stops cleanly on SIGTERM.
+    for mut process in processes.into_iter().rev() {
+        let (status, said) = process.terminate();
+        assert!(status.success(), "{said:?}");
+    }
 }
 
 #[test]

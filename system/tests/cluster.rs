@@ -2,7 +2,8 @@
 //! process each for the API, guild, data-service and gateway roles, on loopback. A ring
 //! process is killed with SIGKILL mid-run; no acknowledged message may be lost, sends keep
 //! succeeding at QUORUM with one ring node down, and the killed node restarts from its data
-//! dir and serves again.
+//! dir and serves again. The API and guild processes serve `/metrics` on ports the file
+//! gives them, and their counters show exactly the sends a test made.
 #![cfg(not(madsim))]
 
 use std::io::{BufRead, BufReader};
@@ -33,9 +34,9 @@ const NODES: [(&str, &str); 7] = [
     ("api-1", "api"),
 ];
 
-/// Eight free loopback ports: each bound to port 0 and released.
+/// Ten free loopback ports: each bound to port 0 and released.
 fn free_addrs() -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..8)
+    let listeners: Vec<TcpListener> = (0..10)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
         .collect();
     listeners
@@ -44,7 +45,8 @@ fn free_addrs() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// A cluster file for `NODES` at `addrs` (the last one is the gateway's dispatch port).
+/// A cluster file for `NODES` at `addrs`: then the gateway's dispatch port, and the metrics
+/// ports of api-1 and guild-1.
 fn cluster_file(data_dir: &Path, addrs: &[SocketAddr]) -> String {
     let mut text = format!(
         "data_dir = {:?}\nheartbeat_interval_ms = 1000\n\n[directory]\nusers = 6\nguilds = 1\n\
@@ -57,6 +59,14 @@ fn cluster_file(data_dir: &Path, addrs: &[SocketAddr]) -> String {
         ));
         if *role == "gateway" {
             text.push_str(&format!("dispatch = \"{}\"\n", addrs[7]));
+        }
+        let metrics = match *name {
+            "api-1" => Some(addrs[8]),
+            "guild-1" => Some(addrs[9]),
+            _ => None,
+        };
+        if let Some(metrics) = metrics {
+            text.push_str(&format!("metrics = \"{metrics}\"\n"));
         }
     }
     text
@@ -433,13 +443,51 @@ async fn a_guild_made_over_rest_on_one_process_takes_messages_through_the_others
         .parse()
         .expect("a snowflake");
 
-    // 2. A send there goes through the guild process to the ring processes, and the data
-    //    process reads it back.
-    let id = send(api, channel, &user, "first in a new guild").await;
+    // 2. Sends there go through the guild process to the ring processes, and the data
+    //    process reads them back.
+    let mut acked = Vec::new();
+    for n in 0..3 {
+        let content = format!("message {n} in a new guild");
+        acked.push((send(api, channel, &user, &content).await, content));
+    }
+    acked.reverse();
+    assert_eq!(history(api, channel, &user).await, acked);
+
+    // 3. The API process acknowledged exactly those three sends and the guild process (the
+    //    only one) created exactly those three messages, as their `/metrics` say.
+    let api_metrics = metrics(addrs[8]).await;
     assert_eq!(
-        history(api, channel, &user).await,
-        vec![(id, "first in a new guild".to_string())]
+        sample(&api_metrics, "chat_rest_messages_acknowledged_total"),
+        Some(3.0),
+        "{api_metrics}"
     );
+    let guild_metrics = metrics(addrs[9]).await;
+    assert_eq!(
+        sample(&guild_metrics, "chat_messages_created_total"),
+        Some(3.0),
+        "{guild_metrics}"
+    );
+    // Each create was timed once.
+    assert_eq!(
+        sample(&guild_metrics, "chat_message_create_seconds_count"),
+        Some(3.0),
+        "{guild_metrics}"
+    );
+}
+
+/// The text a node's `/metrics` answers (200 asserted).
+async fn metrics(addr: SocketAddr) -> String {
+    let (status, bytes) = http_request(addr, Method::GET, "/metrics", None, None, TIMEOUT)
+        .await
+        .expect("metrics answer");
+    assert_eq!(status, StatusCode::OK);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]
