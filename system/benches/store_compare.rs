@@ -1,6 +1,8 @@
-//! The two message store backends under one workload, side by side: the ring (three nodes in
-//! this process on loopback, fsync per write, RF 3, QUORUM) and Apache Cassandra through the
-//! CQL backend (one node on this machine, RF 1, QUORUM, periodic commit log sync). Each runs a
+//! The two message store backends under one workload, side by side: the ring (three
+//! `chatd --cluster FILE --node ring-N` processes on loopback, fsync per write, RF 3, QUORUM)
+//! and Apache Cassandra through the CQL backend (one node on this machine, RF 1, QUORUM,
+//! periodic commit log sync). The cluster file lists the other roles too, as every cluster
+//! file must, but only the three ring processes are started. Each runs a
 //! write phase and then a history-read phase of the newest 50 messages per channel, with the
 //! same clients, channels and message sizes, through the `MessageStore` trait. Prints
 //! operations per second and p50 / p99 latency for each, and Cassandra's figures divided by
@@ -31,6 +33,10 @@ fn main() {
 
 #[cfg(not(madsim))]
 mod bench {
+    use std::io::{BufRead, BufReader};
+    use std::net::{SocketAddr, TcpListener};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -40,7 +46,7 @@ mod bench {
     use chat_system::ring::client::StoreClient;
     use chat_system::ring::Consistency;
     use chat_system::store::cql::{CqlConfig, CqlStore};
-    use chat_system::store::ring::{spawn_local_ring, RingStore};
+    use chat_system::store::ring::RingStore;
     use chat_system::store::{HistoryQuery, MessageStore};
 
     const CLIENTS: usize = 16;
@@ -192,13 +198,88 @@ mod bench {
         }
     }
 
+    /// The ring-node processes; each is killed when this is dropped, also on a panic.
+    struct RingProcesses(Vec<Child>);
+
+    impl Drop for RingProcesses {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+
+    /// Starts ring-1..ring-3 of a cluster file written under `dir` as `chatd` processes and
+    /// waits for each to say it is ready; their addresses.
+    fn start_ring_processes(dir: &Path) -> (RingProcesses, Vec<SocketAddr>) {
+        // 1. Eight free loopback ports: three ring nodes, then the roles never started.
+        let listeners: Vec<TcpListener> = (0..8)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("bound"))
+            .collect();
+        drop(listeners);
+        let mut text = format!(
+            "data_dir = {:?}\n[directory]\nusers = 1\nguilds = 1\nchannels = 1\n\
+             created_unix_ms = 1700000000000\n",
+            dir.join("data").display().to_string()
+        );
+        let roles = ["ring", "ring", "ring", "api", "guild", "data", "gateway"];
+        for (n, (role, addr)) in roles.iter().zip(&addrs).enumerate() {
+            text.push_str(&format!(
+                "[[node]]\nname = \"{role}-{}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n",
+                n + 1
+            ));
+        }
+        text.push_str(&format!("dispatch = \"{}\"\n", addrs[7]));
+        let file = dir.join("cluster.toml");
+        std::fs::write(&file, text).expect("cluster file written");
+
+        // 2. The three ring processes, each ready before the next starts.
+        let mut processes = RingProcesses(Vec::new());
+        for n in 1..=3 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+                .arg("--cluster")
+                .arg(&file)
+                .args(["--node", &format!("ring-{n}")])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("chatd starts");
+            let stdout = child.stdout.take().expect("piped stdout");
+            processes.0.push(child);
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = lines.any(|line| line.is_ok_and(|l| l == "chatd ready"));
+            assert!(ready, "ring-{n} ended before it was ready");
+            // Keep reading, so the node never writes to a closed pipe.
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a real-runtime benchmark, no simulator here"
+            )]
+            std::thread::spawn(move || lines.for_each(drop));
+        }
+        (processes, addrs[..3].to_vec())
+    }
+
+    /// Stops the ring processes with SIGTERM, as a service manager does, by their pids.
+    fn stop_ring_processes(mut processes: RingProcesses) {
+        for child in &mut processes.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
     pub async fn run() {
-        // 1. The ring: three nodes in this process.
+        // 1. The ring: three chatd ring-node processes.
         let dir = tempfile::tempdir().expect("a temp dir");
-        let addrs = spawn_local_ring(dir.path(), 3)
-            .await
-            .expect("three ring nodes");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (processes, addrs) = start_ring_processes(dir.path());
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let client = StoreClient::new(addrs, Consistency::Quorum, NodeClock::new());
         let ring: Arc<dyn MessageStore> = Arc::new(RingStore::new(client));
 
@@ -220,13 +301,14 @@ mod bench {
             PHASE.as_secs()
         );
         println!(
-            "ring: 3 nodes in-process on loopback, RF 3, QUORUM, fsync per write | cassandra: \
-             1 node ({}), RF 1, QUORUM, commit log synced every 10 s",
+            "ring: 3 chatd ring-node processes on loopback, RF 3, QUORUM, fsync per write | \
+             cassandra: 1 node ({}), RF 1, QUORUM, commit log synced every 10 s",
             nodes.join(",")
         );
         let (ring_write, ring_read) = measure(ring).await;
         let (cql_write, cql_read) = measure(cql).await;
         row("write", &ring_write, &cql_write);
         row("history read", &ring_read, &cql_read);
+        stop_ring_processes(processes);
     }
 }
