@@ -10,7 +10,8 @@
 //! in ScyllaDB or Cassandra instead: no ring node starts, and every guild, data-service and
 //! API role shares one CQL session (created with the keyspace and tables if they are
 //! missing). A bad URL is refused naming the part at fault; a cluster that cannot be reached
-//! stops chatd with the driver's reason within [`CQL_OPEN_TIMEOUT`], before anything serves.
+//! stops chatd with the driver's reason within 30 s (`CQL_OPEN_TIMEOUT`), before anything
+//! serves.
 //!
 //! With `--cluster FILE --node NAME` the process runs only that node's role, at the address
 //! the cluster file gives it; every process of the cluster generates the same directory from
@@ -404,8 +405,7 @@ mod real {
     }
 
     /// Connects to the CQL cluster `target` names, creating its keyspace and tables if they
-    /// are missing; an unreachable cluster is an error naming it, within
-    /// [`CQL_OPEN_TIMEOUT`].
+    /// are missing; an unreachable cluster is an error naming it, within `CQL_OPEN_TIMEOUT`.
     async fn open_cql(target: &CqlTarget) -> Result<SharedStore, String> {
         let config = CqlConfig::of_target(target);
         let at = format!("{} keyspace {}", target.nodes.join(","), target.keyspace);

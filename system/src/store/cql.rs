@@ -23,8 +23,9 @@
 //! one partition (`shard` 0) clustered by the record's id ascending, the record as JSON, so
 //! a read after an id comes back in log order.
 //!
-//! Every column of a message is named in one place: [`MESSAGE_COLUMNS`], the [`MessageRow`]
-//! type and [`decode_rows`] for reads, [`Self::put_message`] for writes.
+//! Every column of a message is named in one place: `MESSAGE_COLUMNS`, the `MessageRow`
+//! type and `decode_rows` for reads, `CqlStore::put_message` and the insert statement for
+//! writes; a new column is added there and in the table's DDL.
 //!
 //! Errors: the server's Unavailable becomes [`StoreError::Unavailable`]; its read and write
 //! timeouts, and the driver's own request timeout, become [`StoreError::Timeout`] (a write
@@ -33,6 +34,8 @@
 //!
 //! Not modelled: rows a delete racing an edit leaves without their author or content are
 //! skipped as deleted, as Discord's reader does, rather than repaired.
+//! TODO(directory-log-partition): the directory log is one partition, as on the ring, so it
+//! grows without bound; fine for the thousands of changes a deployment makes, not millions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
