@@ -1,6 +1,7 @@
 //! `chatd --store cql://...` end to end on a real Apache Cassandra: the binary as a process,
 //! a guild and a channel made over REST, a real WebSocket session, messages sent over REST
-//! and read back live and from history, then a clean stop (SIGTERM) and a restart on the same
+//! and read back live and from history (latest, `after`, `around`), an edit and a delete,
+//! then a clean stop (SIGTERM) and a restart on the same
 //! keyspace that still serves the history and the guild. A cluster file whose `store` names
 //! Cassandra runs its data, guild, gateway and API processes without a ring node.
 //!
@@ -238,6 +239,15 @@ async fn history(api: SocketAddr, channel: u64, user: &User) -> Vec<(u64, String
         .collect()
 }
 
+/// The ids of a history page with `query` (`after=...&limit=...`), newest first.
+async fn page(api: SocketAddr, channel: u64, user: &User, query: &str) -> Vec<u64> {
+    let path = format!("/api/v10/channels/{channel}/messages?{query}");
+    let (status, page) = call(api, Method::GET, &path, user, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = page.as_array().expect("an array").clone();
+    page.iter().map(|m| snowflake(&m["id"])).collect()
+}
+
 /// A keyspace no earlier run used.
 fn fresh_keyspace() -> String {
     let ms = SystemTime::now()
@@ -341,20 +351,59 @@ async fn chatd_on_cassandra_sends_live_and_keeps_history_across_a_restart() {
         .collect();
     assert_eq!(live, sent);
 
-    // 6. History holds the same ids, newest first.
+    // 6. History holds the same ids, newest first; `after` and `around` pages too.
     let mut newest_first = sent.clone();
     newest_first.reverse();
     assert_eq!(history(api, channel_id, &owner).await, newest_first);
+    let query = format!("after={}&limit=3", sent[2].0);
+    let after = page(api, channel_id, &owner, &query).await;
+    assert_eq!(after, [sent[5].0, sent[4].0, sent[3].0]);
+    let query = format!("around={}&limit=4", sent[5].0);
+    let around = page(api, channel_id, &owner, &query).await;
+    assert_eq!(around, [sent[7].0, sent[6].0, sent[5].0, sent[4].0]);
 
-    // 7. SIGTERM: a clean stop, the session drained.
+    // 7. An edit and a delete, each read back with its write time from CQL and outdone:
+    //    MESSAGE_UPDATE and MESSAGE_DELETE follow with the next `s`, and history shows both.
+    let edit_path = format!("{messages}/{}", sent[1].0);
+    let body = json!({"content": "edited on cassandra"});
+    let (status, edited) = call(api, Method::PATCH, &edit_path, &owner, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert!(edited["edited_timestamp"].is_string(), "{edited}");
+    let delete_path = format!("{messages}/{}", sent[0].0);
+    let (status, deleted) = call(api, Method::DELETE, &delete_path, &owner, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{deleted}");
+    let update = next_dispatch(&mut ws, TIMEOUT)
+        .await
+        .expect("MESSAGE_UPDATE");
+    let next_s = json!(3 + 2 + SENDS as u64);
+    assert_eq!(
+        (update["t"].clone(), update["s"].clone()),
+        (json!("MESSAGE_UPDATE"), next_s)
+    );
+    assert_eq!(update["d"]["content"], "edited on cassandra");
+    let delete = next_dispatch(&mut ws, TIMEOUT)
+        .await
+        .expect("MESSAGE_DELETE");
+    let next_s = json!(3 + 3 + SENDS as u64);
+    assert_eq!(
+        (delete["t"].clone(), delete["s"].clone()),
+        (json!("MESSAGE_DELETE"), next_s)
+    );
+    assert_eq!(snowflake(&delete["d"]["id"]), sent[0].0);
+    newest_first.pop();
+    let last = newest_first.len() - 1;
+    newest_first[last].1 = "edited on cassandra".into();
+    assert_eq!(history(api, channel_id, &owner).await, newest_first);
+
+    // 8. SIGTERM: a clean stop, the session drained.
     let (status, said) = chatd.terminate();
     assert!(status.success(), "{said:?}");
     assert_eq!(said.first().map(String::as_str), Some("chatd stopping"));
     assert_eq!(said.last().map(String::as_str), Some("chatd stopped"));
     drop(ws);
 
-    // 8. Again on the same keyspace and data dir: the guild made over REST is back from the
-    //    directory log, and history still holds every message.
+    // 9. Again on the same keyspace and data dir: the guild made over REST is back from the
+    //    directory log, and history still holds every message, edited and deleted as left.
     let mut again = Chatd::start(&store, data.path());
     let api = again.api.expect("an API node");
     assert_eq!(history(api, channel_id, &owner).await, newest_first);
