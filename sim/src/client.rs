@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_reports::history::{Delivery, Op, OpKind, Outcome};
+use chat_system::api::CAUSAL_AFTER_HEADER;
 use chat_system::directory::User;
-use chat_system::net::{http_request, runtime_instant, FlushIfDirty, HttpError};
+use chat_system::net::{http_request_with, runtime_instant, FlushIfDirty, HttpError};
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Method, StatusCode};
 use madsim::rand::{thread_rng, Rng};
@@ -234,16 +235,33 @@ impl UserClient {
         path: String,
         body: Option<Vec<u8>>,
     ) -> Result<Value, Outcome> {
+        self.request_with(method, path, body, None).await
+    }
+
+    /// [`Self::request`], telling the API the newest message id this user has seen
+    /// (`X-Causal-After`) if `after` is given.
+    async fn request_with(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+        after: Option<u64>,
+    ) -> Result<Value, Outcome> {
         let timeout = Duration::from_millis(self.scenario.request_timeout_ms);
         let auth = self.authorization();
+        let after = after.map(|id| id.to_string());
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(after) = &after {
+            headers.push((CAUSAL_AFTER_HEADER, after.as_str()));
+        }
 
         // A 429 is the server pacing this user: wait its `retry_after`, as Discord's client
         // libraries do, and try again (a few times, within the request's deadline).
-        let mut answer = http_request(
+        let mut answer = http_request_with(
             self.api,
             method.clone(),
             &path,
-            Some(&auth),
+            &headers,
             body.clone(),
             timeout,
         )
@@ -258,11 +276,11 @@ impl UserClient {
                 .unwrap_or(1.0)
                 .clamp(0.0, 60.0);
             tokio::time::sleep(Duration::from_secs_f64(retry_after_s)).await;
-            answer = http_request(
+            answer = http_request_with(
                 self.api,
                 method.clone(),
                 &path,
-                Some(&auth),
+                &headers,
                 body.clone(),
                 timeout,
             )
@@ -307,9 +325,9 @@ impl UserClient {
                 body["enforce_nonce"] = json!(true);
             }
             let path = format!("/api/v10/channels/{channel_id}/messages");
-            let answer = self
-                .request(Method::POST, path, Some(body.to_string().into_bytes()))
-                .await;
+            let after = self.recorder.newest_seen(self.user.id);
+            let body = Some(body.to_string().into_bytes());
+            let answer = self.request_with(Method::POST, path, body, after).await;
             let outcome = match answer {
                 Ok(message) => match message["id"].as_str().and_then(|id| id.parse().ok()) {
                     Some(message_id) => Outcome::Sent { message_id },

@@ -4,10 +4,11 @@
 //! it happened. The trace's hash is a function of the seed only, which is what two runs with
 //! one seed are compared by.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use chat_reports::history::{AppliedFault, Delivery, History, Op, Session};
+use chat_reports::history::{AppliedFault, Delivery, History, Op, Outcome, Session};
 use serde::Serialize;
 
 #[derive(Default)]
@@ -15,6 +16,16 @@ struct State {
     history: History,
     trace: Vec<u8>,
     events: u64,
+    /// Per client, the newest message id it has observed (as the causality check counts
+    /// observations: dispatches, pages and its own acknowledged sends).
+    newest_seen: BTreeMap<u64, u64>,
+}
+
+impl State {
+    fn saw(&mut self, client: u64, message_id: u64) {
+        let newest = self.newest_seen.entry(client).or_default();
+        *newest = (*newest).max(message_id);
+    }
 }
 
 /// A shared handle on the recorder.
@@ -90,7 +101,21 @@ impl Recorder {
     pub fn op(&self, op: Op) {
         let mut state = self.lock();
         Self::trace(&mut state, &TraceLine::Op(&op));
+        let newest = match &op.outcome {
+            Outcome::Sent { message_id } => Some(*message_id),
+            Outcome::Read { message_ids } => message_ids.iter().max().copied(),
+            _ => None,
+        };
+        if let Some(message_id) = newest {
+            state.saw(op.client, message_id);
+        }
         state.history.ops.push(op);
+    }
+
+    /// The newest message id `client` has observed so far, if any: what its next send must
+    /// be ordered after.
+    pub fn newest_seen(&self, client: u64) -> Option<u64> {
+        self.lock().newest_seen.get(&client).copied()
     }
 
     /// Records a new connection, which asks to resume connection `resumes` if given;
@@ -186,6 +211,14 @@ impl Recorder {
     pub fn delivery(&self, delivery: Delivery) {
         let mut state = self.lock();
         Self::trace(&mut state, &TraceLine::Delivery(&delivery));
+        let client = state
+            .history
+            .sessions
+            .get(delivery.session)
+            .map(|s| s.client);
+        if let (Some(client), Some(message_id)) = (client, delivery.message_id) {
+            state.saw(client, message_id);
+        }
         state.history.deliveries.push(delivery);
     }
 

@@ -118,6 +118,9 @@ pub enum GuildRequest {
         /// [`nonce::NONCE_WINDOW_MS`] answers the first message instead of making another.
         #[serde(default)]
         enforce_nonce: bool,
+        /// The newest message id the author has seen, anywhere: the new id is greater.
+        #[serde(default)]
+        after: Option<u64>,
     },
     /// Replace a message's content (the API checked membership; the guild checks authorship).
     EditMessage {
@@ -354,9 +357,10 @@ impl GuildNode {
                 content,
                 nonce,
                 enforce_nonce,
+                after,
             } => {
                 let nonce = nonce.map(|nonce| (nonce, enforce_nonce));
-                self.create_message(channel_id, author_id, content, nonce)
+                self.create_message(channel_id, author_id, content, nonce, after)
                     .await
             }
             GuildRequest::Ping => GuildResponse::Pong,
@@ -583,6 +587,7 @@ impl GuildNode {
         author_id: u64,
         content: String,
         nonce: Option<(String, bool)>,
+        after: Option<u64>,
     ) -> GuildResponse {
         let started = tokio::time::Instant::now();
         let Some(guild_id) = self.guild_of_channel(channel_id).await else {
@@ -603,7 +608,13 @@ impl GuildNode {
             }
         }
         let nonce = nonce.map(|(nonce, _enforced)| nonce);
-        let message_id = self.ids.lock().await.next_id();
+        let message_id = {
+            let mut ids = self.ids.lock().await;
+            if let Some(seen) = after {
+                ids.advance_past(seen);
+            }
+            ids.next_id()
+        };
         let message = StoredMessage {
             channel_id,
             message_id,

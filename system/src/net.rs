@@ -192,7 +192,23 @@ pub async fn http_request(
     json_body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), HttpError> {
-    let exchange = http_exchange(addr, method, path, authorization, json_body);
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    http_request_with(addr, method, path, &headers, json_body, timeout).await
+}
+
+/// [`http_request`] with any request headers (`(name, value)` pairs).
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    json_body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), HttpError> {
+    let exchange = http_exchange(addr, method, path, headers, json_body);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_elapsed) => {
@@ -206,7 +222,7 @@ async fn http_exchange(
     addr: SocketAddr,
     method: Method,
     path: &str,
-    authorization: Option<&str>,
+    headers: &[(&str, &str)],
     json_body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), HttpError> {
     let exchange_error = |e: hyper::Error| HttpError::Exchange {
@@ -233,8 +249,8 @@ async fn http_exchange(
         .method(method)
         .uri(path)
         .header("host", addr.to_string());
-    if let Some(value) = authorization {
-        builder = builder.header("authorization", value);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     let body = match json_body {
         Some(bytes) => {

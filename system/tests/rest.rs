@@ -19,7 +19,7 @@ use chat_system::env::disk::{Disk, RealDisk};
 use chat_system::gateway;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
-use chat_system::net::{http_request, FlushIfDirty, HttpError};
+use chat_system::net::{http_request, http_request_with, FlushIfDirty, HttpError};
 use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
 use chat_system::ring::{self, Consistency};
 use chat_system::store::ring::RingStore;
@@ -391,6 +391,66 @@ async fn a_retried_nonce_makes_one_message_and_answers_the_first() {
     );
     assert_eq!(after_restart.id(), retry.id());
     assert_eq!(cluster.stored(channel).await.len(), 5);
+}
+
+/// A send with `X-Causal-After`, as the id the API gives back (or the refusal).
+async fn send_after(api: SocketAddr, token: &str, channel_id: u64, after: &str) -> Answer {
+    let body = json!({ "content": "after" }).to_string().into_bytes();
+    let headers = [("authorization", token), (api::CAUSAL_AFTER_HEADER, after)];
+    let path = messages_path(channel_id);
+    let (status, bytes) =
+        http_request_with(api, Method::POST, &path, &headers, Some(body), TIMEOUT)
+            .await
+            .expect("an answer");
+    Answer {
+        status,
+        headers: HeaderMap::new(),
+        body: serde_json::from_slice(&bytes).expect("a JSON body"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_ordered_after_the_newest_id_its_author_names() {
+    let cluster = Cluster::start(1, roomy()).await;
+    let api = cluster.apis[0];
+    let (token, channel) = (cluster.token(1), cluster.channel(0, 0));
+    let first = send(api, &token, channel, "first").await.id();
+
+    // 1. The author saw an id 30 s ahead of this guild node's clock (minted by a node whose
+    //    clock runs fast): the new id takes the next millisecond after it.
+    let now_ms = NodeClock::new().now_ms();
+    let seen = ids::from_timestamp_ms(now_ms + 30_000) | 0x3ff;
+    let answer = send_after(api, &token, channel, &seen.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let second = answer.id();
+    assert!(second > seen && second > first, "{second} after {seen}");
+    assert_eq!(ids::timestamp_ms(second), ids::timestamp_ms(seen) + 1);
+
+    // 2. Later sends without the header stay above it: the guild's ids never go back.
+    let third = send(api, &token, channel, "third").await.id();
+    assert!(third > second, "{third} after {second}");
+
+    // 3. A header that is not a snowflake, or one over an hour ahead, is refused by name and
+    //    stores nothing.
+    let bad = send_after(api, &token, channel, "soon").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body["errors"]["X-Causal-After"].is_object(),
+        "{}",
+        bad.body
+    );
+    let far = ids::from_timestamp_ms(now_ms + 2 * 3_600_000);
+    let ahead = send_after(api, &token, channel, &far.to_string()).await;
+    assert_eq!(ahead.status, StatusCode::BAD_REQUEST, "{}", ahead.body);
+    let detail = ahead.body["errors"]["X-Causal-After"].to_string();
+    assert!(detail.contains("ahead of this node's clock"), "{detail}");
+    let stored: Vec<u64> = cluster
+        .stored(channel)
+        .await
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(stored, vec![third, second, first]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -287,32 +287,27 @@ struct Observation {
     evidence: (bool, usize),
 }
 
-/// Causality, per channel: a send invoked after its client observed message X of the same
-/// channel gets an id above X.
+/// Causality: a send invoked after its client observed message X, in any channel, gets an id
+/// above X.
 ///
-/// A channel's ids come from one guild process at a time, and a process that takes a guild
-/// over starts above every stored id, so this holds whatever the nodes' clocks say. Across
-/// channels of different guilds, ids come from different guild nodes and are ordered only as
-/// well as those nodes' clocks agree (as with Discord's snowflake workers), so a node whose
-/// clock steps back can give a later message a lower id; that is not checked here.
-/// TODO(causality-hlc): ids ordered across guild nodes need a hybrid logical clock that
-/// carries what a client has seen into its next send.
+/// Within a channel, ids come from one guild process at a time and a takeover starts above
+/// every stored id. Across guilds, ids come from different guild nodes, ordered only as well
+/// as their clocks agree; the client closes that gap by naming the newest id it has seen with
+/// each send (`X-Causal-After`), above which the guild node mints. A node whose clock steps
+/// back then still orders a later send after what its author saw.
 pub fn causality(history: &History) -> CheckResult {
     let mut result = CheckResult::default();
 
-    // 1. Per client and channel: what it observed (dispatches, pages, its own acks), and its
-    //    sends.
-    let mut observed: BTreeMap<(u64, u64), Vec<Observation>> = BTreeMap::new();
+    // 1. Per client: what it observed (dispatches, pages, its own acks), in every channel.
+    let mut observed: BTreeMap<u64, Vec<Observation>> = BTreeMap::new();
     for (index, delivery) in history.deliveries.iter().enumerate() {
-        let (Some(id), Some(channel_id), Some(session)) = (
-            delivery.message_id,
-            delivery.channel_id,
-            history.sessions.get(delivery.session),
-        ) else {
+        let (Some(id), Some(session)) =
+            (delivery.message_id, history.sessions.get(delivery.session))
+        else {
             continue;
         };
         observed
-            .entry((session.client, channel_id))
+            .entry(session.client)
             .or_default()
             .push(Observation {
                 at_ns: delivery.at_ns,
@@ -326,18 +321,12 @@ pub fn causality(history: &History) -> CheckResult {
             Outcome::Read { message_ids } => message_ids,
             _ => &[],
         };
-        let channel_id = match op.kind {
-            OpKind::Send { channel_id, .. } | OpKind::Read { channel_id, .. } => channel_id,
-        };
         if let Some(&top) = ids.iter().max() {
-            observed
-                .entry((op.client, channel_id))
-                .or_default()
-                .push(Observation {
-                    at_ns: op.completed_ns,
-                    message_id: top,
-                    evidence: (true, index),
-                });
+            observed.entry(op.client).or_default().push(Observation {
+                at_ns: op.completed_ns,
+                message_id: top,
+                evidence: (true, index),
+            });
         }
     }
 
@@ -349,18 +338,16 @@ pub fn causality(history: &History) -> CheckResult {
             Evidence::delivery(history, index)
         }
     };
-    for ((client, channel), mut observations) in observed {
+    for (client, mut observations) in observed {
         observations.sort_by_key(|o| (o.at_ns, o.evidence));
         let mut sends: Vec<(u64, usize, u64)> = history
             .ops
             .iter()
             .enumerate()
             .filter(|(_, op)| op.client == client)
-            .filter_map(|(index, op)| match (op.outcome.clone(), &op.kind) {
-                (Outcome::Sent { message_id }, OpKind::Send { channel_id, .. })
-                    if *channel_id == channel =>
-                {
-                    Some((op.invoked_ns, index, message_id))
+            .filter_map(|(index, op)| match (&op.outcome, &op.kind) {
+                (Outcome::Sent { message_id }, OpKind::Send { .. }) => {
+                    Some((op.invoked_ns, index, *message_id))
                 }
                 _ => None,
             })
@@ -670,13 +657,19 @@ mod tests {
     }
 
     #[test]
-    fn causality_leaves_ids_of_other_channels_to_their_clocks() {
-        // Channel 8's guild node runs behind channel 7's: a later send there may get a
-        // lower id, which only synchronized clocks could prevent.
+    fn causality_catches_a_lower_id_in_another_channel_after_what_the_author_saw() {
+        // Client 1 got 500 in channel 7, then its send in channel 8 got 400: the guild node
+        // of channel 8 minted below what the author had seen.
         let history = History {
-            ops: vec![send(1, 7, 0, 500), send(1, 8, 100, 400)],
+            ops: vec![
+                send(1, 7, 0, 500),
+                send(1, 8, 100, 400),
+                send(1, 9, 200, 600),
+            ],
             ..History::default()
         };
-        assert_eq!(causality(&history), CheckResult::default());
+        let result = causality(&history);
+        assert_eq!(result.violations, 1, "{result:?}");
+        assert_eq!(result.witnesses[0].keys(), vec![("op", 0), ("op", 1)]);
     }
 }

@@ -4,6 +4,9 @@
 //!   `nonce` (a string or an integer, up to 25 characters) and `enforce_nonce`. With
 //!   `enforce_nonce`, a send by the same author with the same nonce in the channel within the
 //!   guild's window answers the first message and makes none (see [`crate::guild::nonce`]).
+//!   An `X-Causal-After: <message id>` header (not Discord's) names the newest message the
+//!   sender has seen anywhere; the new message's id is then greater, whatever the guild node's
+//!   clock says. An id over [`CAUSAL_AHEAD_MAX_MS`] ahead of this node's clock is refused.
 //! - `GET /channels/{c}/messages`: at most one of `before`, `after`, `around`, and `limit`
 //!   1–100 (default 50); newest first. `after` gives the `limit` messages right after the id,
 //!   `around` `limit / 2` newer ones and the rest at or before it, the message included.
@@ -31,6 +34,36 @@ use crate::directory::User;
 use crate::guild::{GuildRequest, GuildResponse};
 use crate::model::MessageView;
 use crate::ring::client::{HistoryAnchor, HistoryPage};
+
+/// The request header naming the newest message id the sender has seen.
+pub const CAUSAL_AFTER_HEADER: &str = "x-causal-after";
+
+/// How far ahead of this node's clock an `X-Causal-After` id may be: further than any clock
+/// step the system tolerates, and near enough that one client cannot push a guild's ids far
+/// into the future.
+pub const CAUSAL_AHEAD_MAX_MS: i64 = 3_600_000;
+
+/// The `X-Causal-After` header's id, if given; an error names the header and what is wrong.
+fn causal_after(headers: &HeaderMap, now_ms: i64) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(CAUSAL_AFTER_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let id = parse_snowflake("X-Causal-After", text)?;
+    let ahead_ms = crate::ids::timestamp_ms(id) - now_ms;
+    if ahead_ms > CAUSAL_AHEAD_MAX_MS {
+        let problem = format!(
+            "message id {id} is {ahead_ms} ms ahead of this node's clock \
+             (at most {CAUSAL_AHEAD_MAX_MS})"
+        );
+        return Err(ApiError::invalid_form(
+            "X-Causal-After",
+            "BASE_TYPE_BAD_VALUE",
+            problem,
+        ));
+    }
+    Ok(Some(id))
+}
 
 /// The body of a create-message request.
 #[derive(Debug, Deserialize)]
@@ -170,6 +203,7 @@ pub(super) async fn create(
     let body = json_body(&headers, body)?;
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
+    let after = causal_after(&headers, api.config.clock.now_ms())?;
 
     // 2. The guild orders, stores and fans out (or answers the first send of a nonce).
     let request = GuildRequest::CreateMessage {
@@ -178,6 +212,7 @@ pub(super) async fn create(
         content: create.content,
         nonce,
         enforce_nonce: create.enforce_nonce,
+        after,
     };
     match api.call_guild(guild_id, &request).await? {
         GuildResponse::Created(message) => {

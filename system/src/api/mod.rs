@@ -48,6 +48,7 @@ pub mod messages;
 pub mod ratelimit;
 
 pub use error::ApiError;
+pub use messages::{CAUSAL_AFTER_HEADER, CAUSAL_AHEAD_MAX_MS};
 use ratelimit::{RateLimiter, RateLimits, Route};
 
 /// The longest message content Discord accepts, in characters.
