@@ -20,7 +20,7 @@ use chat_system::gateway;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::net::{http_request, http_request_with, FlushIfDirty, HttpError};
-use chat_system::ring::client::{HistoryAnchor, HistoryPage, StoreClient};
+use chat_system::ring::client::{HistoryQuery, StoreClient};
 use chat_system::ring::{self, Consistency};
 use chat_system::store::ring::RingStore;
 use chat_system::{data, guild};
@@ -149,12 +149,12 @@ impl Cluster {
 
     /// The live messages of `channel_id` in the store, newest first.
     async fn stored(&self, channel_id: u64) -> Vec<StoredMessage> {
-        let page = HistoryPage {
+        let query = HistoryQuery {
             channel_id,
-            anchor: HistoryAnchor::Latest,
+            before: None,
             limit: 100,
         };
-        self.store.page(page).await.expect("the store answers")
+        self.store.history(query).await.expect("the store answers")
     }
 }
 

@@ -420,36 +420,6 @@ impl StoreClient {
         Ok(records)
     }
 
-    /// A page of history anchored as Discord anchors it, newest first.
-    pub async fn page(&self, page: HistoryPage) -> Result<Vec<StoredMessage>, StoreError> {
-        let latest = |before| HistoryQuery {
-            channel_id: page.channel_id,
-            before,
-            limit: page.limit,
-        };
-        match page.anchor {
-            HistoryAnchor::Latest => self.history(latest(None)).await,
-            HistoryAnchor::Before(id) => self.history(latest(Some(id))).await,
-            HistoryAnchor::After(id) => {
-                let mut messages = self.oldest_after(page.channel_id, id, page.limit).await?;
-                messages.reverse();
-                Ok(messages)
-            }
-            HistoryAnchor::Around(id) => {
-                let newer_count = page.limit / 2;
-                let mut messages = self.oldest_after(page.channel_id, id, newer_count).await?;
-                messages.reverse();
-                let older = HistoryQuery {
-                    channel_id: page.channel_id,
-                    before: Some(id.saturating_add(1)),
-                    limit: page.limit - newer_count,
-                };
-                messages.extend(self.history(older).await?);
-                Ok(messages)
-            }
-        }
-    }
-
     /// The `limit` oldest messages of `channel_id` with ids above `after`, oldest first.
     pub async fn oldest_after(
         &self,

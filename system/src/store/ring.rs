@@ -81,7 +81,7 @@ impl MessageStore for RingStore {
             if page.limit == 0 {
                 return Ok(Vec::new());
             }
-            self.client.page(page).await
+            super::compose_page(self, page).await
         })
     }
 
