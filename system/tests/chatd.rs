@@ -2,38 +2,34 @@
 //! WebSocket clients (tokio-tungstenite) and HTTP requests.
 #![cfg(not(madsim))]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use chat_system::directory::Directory;
-use chat_system::net::{http_request, FlushIfDirty};
+use chat_system::net::http_request;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/ws.rs"]
+mod ws;
+
+use process::Process;
+use ws::{next_json, Ws};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running chatd, stopped with SIGINT when dropped.
+/// A running chatd, killed when dropped if it still runs.
 struct Chatd {
-    child: Child,
+    process: Process,
     api: SocketAddr,
     gateway: SocketAddr,
     directory: Directory,
-    /// What chatd printed up to "chatd ready".
-    banner: Vec<String>,
-    later_lines: mpsc::Receiver<String>,
     _data: tempfile::TempDir,
-}
-
-fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix(prefix)?;
-    let host_port = rest.split('/').next()?;
-    host_port.parse().ok()
 }
 
 impl Chatd {
@@ -47,12 +43,16 @@ impl Chatd {
         Self::start_in(tempfile::tempdir().expect("temp dir"))
     }
 
+    /// What chatd printed up to "chatd ready".
+    fn banner(&self) -> &[String] {
+        &self.process.banner
+    }
+
     /// The text its `/metrics` answers (200 asserted).
     async fn metrics(&self) -> String {
         let addr = self
-            .banner
-            .iter()
-            .find_map(|line| addr_after(line, "chatd metrics http://"))
+            .process
+            .addr("chatd metrics http://")
             .expect("metrics address printed");
         let (status, bytes) = http_request(addr, Method::GET, "/metrics", None, None, TIMEOUT)
             .await
@@ -63,107 +63,45 @@ impl Chatd {
 
     /// A chatd on `data`, which may hold an earlier chatd's data.
     fn start_in(data: tempfile::TempDir) -> Chatd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        command
             .args(["--port-base", "0", "--users", "4", "--guilds", "1"])
             .args(["--heartbeat-interval-ms", "1000", "--data-dir"])
-            .arg(data.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("chatd starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (banner, later_lines) = Self::read_banner(stdout);
-        let find = |prefix: &str| banner.iter().find_map(|line| addr_after(line, prefix));
-        let api = find("chatd api http://").expect("api address printed");
-        let gateway = find("chatd gateway ws://").expect("gateway address printed");
+            .arg(data.path());
+        let process = Process::spawn(command, "chatd", TIMEOUT);
+        let data_dir = process
+            .banner
+            .iter()
+            .find_map(|line| line.strip_prefix("chatd data_dir="));
+        assert!(
+            data_dir.is_some_and(|dir| !dir.is_empty()),
+            "{:?}",
+            process.banner
+        );
+        let api = process
+            .addr("chatd api http://")
+            .expect("api address printed");
+        let gateway = process
+            .addr("chatd gateway ws://")
+            .expect("gateway address printed");
         let directory = std::fs::read_to_string(data.path().join("directory.json"))
             .expect("chatd keeps its directory in the data dir");
         let directory = serde_json::from_str(&directory).expect("a directory");
         Chatd {
-            child,
+            process,
             api,
             gateway,
             directory,
-            banner,
-            later_lines,
             _data: data,
         }
     }
 
-    /// Reads up to "chatd ready", then keeps reading in a thread so chatd never writes to a
-    /// closed pipe; the later lines arrive on the returned channel.
-    fn read_banner(stdout: ChildStdout) -> (Vec<String>, mpsc::Receiver<String>) {
-        let mut banner = Vec::new();
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let line = line.expect("chatd's stdout");
-            if line.starts_with("chatd data_dir=") {
-                assert!(line.len() > "chatd data_dir=".len());
-            }
-            let ready = line == "chatd ready";
-            banner.push(line);
-            if ready {
-                break;
-            }
-        }
-        let (tx, rx) = mpsc::channel();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "a real-runtime test, no simulator here"
-        )]
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        (banner, rx)
-    }
-
     /// Stops chatd with Ctrl-C; its exit status and what it printed from then on.
     fn stop(&mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let status = self.child.wait().expect("chatd exits");
-        let said: Vec<String> = self.later_lines.iter().collect();
+        let (status, said) = self.process.signal("-INT");
         assert_eq!(said.first().map(String::as_str), Some("chatd stopping"));
         assert_eq!(said.last().map(String::as_str), Some("chatd stopped"));
         (status, said)
-    }
-}
-
-impl Drop for Chatd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
-
-async fn connect(gateway: SocketAddr) -> Ws {
-    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
-    let url = format!("ws://{gateway}/gateway");
-    let (ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
-    ws
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("a payload in time");
-        match message.expect("stream open").expect("no ws error") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
     }
 }
 
@@ -189,7 +127,7 @@ async fn send_json(ws: &mut Ws, payload: Value) {
 
 /// Connects, identifies with `token`, and reads Hello, READY and the GUILD_CREATEs.
 async fn identify(gateway: SocketAddr, token: &str) -> (Ws, Value) {
-    let mut ws = connect(gateway).await;
+    let mut ws = ws::connect(gateway, "").await;
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["op"], 10);
     assert_eq!(hello["d"]["heartbeat_interval"], 1000);
@@ -323,7 +261,7 @@ async fn heartbeats_are_acknowledged_and_a_silent_session_is_closed_with_4009() 
 #[tokio::test]
 async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
     let chatd = Chatd::start();
-    let mut ws = connect(chatd.gateway).await;
+    let mut ws = ws::connect(chatd.gateway, "").await;
     assert_eq!(next_json(&mut ws).await["op"], 10);
     send_json(
         &mut ws,
@@ -371,7 +309,7 @@ async fn a_bad_token_is_closed_with_4004_and_rest_errors_are_discord_shaped() {
 async fn oversized_payloads_are_closed_with_4002_at_any_size() {
     let chatd = Chatd::start();
     for size in [4097, 100_000] {
-        let mut ws = connect(chatd.gateway).await;
+        let mut ws = ws::connect(chatd.gateway, "").await;
         assert_eq!(next_json(&mut ws).await["op"], 10);
         let padding = "x".repeat(size);
         let payload = json!({"op": 1, "d": null, "pad": padding}).to_string();
@@ -497,7 +435,7 @@ fn ring_rows(lines: &[String], verb: &str) -> Vec<usize> {
 async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_history() {
     // 1. Five messages into a fresh chatd, then Ctrl-C.
     let mut chatd = Chatd::start();
-    assert_eq!(ring_rows(&chatd.banner, "replayed"), vec![0, 0, 0]);
+    assert_eq!(ring_rows(chatd.banner(), "replayed"), vec![0, 0, 0]);
     let channel = chatd.first_channel();
     let user = chatd
         .directory
@@ -546,7 +484,7 @@ async fn a_clean_stop_flushes_memtables_so_a_restart_replays_nothing_and_keeps_h
     let data = std::mem::replace(&mut chatd._data, tempfile::tempdir().expect("temp dir"));
     drop(chatd);
     let mut chatd = Chatd::start_in(data);
-    assert_eq!(ring_rows(&chatd.banner, "replayed"), vec![0, 0, 0]);
+    assert_eq!(ring_rows(chatd.banner(), "replayed"), vec![0, 0, 0]);
     let read = format!("{path}?limit=10");
     let (status, bytes) = http_request(chatd.api, Method::GET, &read, Some(&auth), None, TIMEOUT)
         .await

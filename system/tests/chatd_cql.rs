@@ -11,23 +11,27 @@
 //! test fails naming why; it never skips.
 #![cfg(not(madsim))]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_system::directory::{Directory, User};
-use chat_system::net::{http_request, FlushIfDirty};
-use futures_util::{SinkExt, StreamExt};
+use chat_system::net::http_request;
+use futures_util::SinkExt;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/cassandra.rs"]
 mod cassandra_node;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/ws.rs"]
+mod ws;
+
+use process::Process;
+use ws::{next_json, Ws};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages sent through REST.
@@ -35,19 +39,13 @@ const SENDS: usize = 10;
 
 /// A running chatd; killed when dropped if it has not stopped.
 struct Chatd {
-    child: Child,
+    process: Process,
     /// Its API address, if it runs an API node.
     api: Option<SocketAddr>,
     /// Its gateway address, if it runs the gateway.
     gateway: Option<SocketAddr>,
     /// What it printed up to "chatd ready".
     banner: Vec<String>,
-    later_lines: mpsc::Receiver<String>,
-}
-
-fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix(prefix)?;
-    rest.split('/').next()?.parse().ok()
 }
 
 impl Chatd {
@@ -60,75 +58,32 @@ impl Chatd {
             .args(["--guilds", "1", "--heartbeat-interval-ms", "120000"])
             .arg("--data-dir")
             .arg(data_dir);
-        Self::spawn(command)
+        Self::spawn(command, "chatd")
     }
 
     /// Starts node `name` of the cluster file `file`, and waits until it is ready.
     fn start_node(file: &Path, name: &str) -> Chatd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
         command.arg("--cluster").arg(file).args(["--node", name]);
-        Self::spawn(command)
+        Self::spawn(command, name)
     }
 
-    /// Runs `command` and reads what it prints up to "chatd ready".
-    fn spawn(mut command: Command) -> Chatd {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("chatd starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "a real-runtime test, no simulator here"
-        )]
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut banner = Vec::new();
-        loop {
-            // Opening the keyspace and its tables takes a few seconds on a fresh node.
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| panic!("chatd printed {banner:?}, then {e}"));
-            let ready = line == "chatd ready";
-            banner.push(line);
-            if ready {
-                break;
-            }
-        }
-        let find = |prefix: &str| banner.iter().find_map(|line| addr_after(line, prefix));
+    /// Runs `command` and reads what it prints up to "chatd ready". Opening the keyspace and
+    /// its tables takes a few seconds on a fresh node.
+    fn spawn(command: Command, name: &str) -> Chatd {
+        let process = Process::spawn(command, name, Duration::from_secs(60));
         Chatd {
-            api: find("chatd api http://"),
-            gateway: find("chatd gateway ws://"),
-            child,
-            banner,
-            later_lines: rx,
+            api: process.addr("chatd api http://"),
+            gateway: process.addr("chatd gateway ws://"),
+            banner: process.banner.clone(),
+            process,
         }
     }
 
     /// Stops chatd with SIGTERM, as a service manager does; its exit status and what it
     /// printed from then on.
     fn terminate(&mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let status = self.child.wait().expect("chatd exits");
-        (status, self.later_lines.iter().collect())
-    }
-}
-
-impl Drop for Chatd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.signal("-TERM")
     }
 }
 
@@ -171,22 +126,6 @@ fn snowflake(value: &Value) -> u64 {
         .unwrap_or_else(|| panic!("a string snowflake, got {value}"))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
-
-/// The next JSON payload; panics on a close or after [`TIMEOUT`].
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("a payload in time");
-        match message.expect("stream open").expect("no ws error") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
-    }
-}
-
 /// The next dispatch (op 0), skipping heartbeat ACKs; `None` if none comes within `wait`.
 async fn next_dispatch(ws: &mut Ws, wait: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -202,11 +141,7 @@ async fn next_dispatch(ws: &mut Ws, wait: Duration) -> Option<Value> {
 
 /// Connects and identifies as `user`; READY's `s` (1).
 async fn identify(gateway: SocketAddr, user: &User) -> Ws {
-    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
-    let url = format!("ws://{gateway}/gateway");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
+    let mut ws = ws::connect(gateway, "").await;
     assert_eq!(next_json(&mut ws).await["op"], 10, "Hello first");
     let identify = json!({"op": 2, "d": {
         "token": user.token, "intents": 33281,

@@ -6,20 +6,29 @@
 //! gives them, and their counters show exactly the sends a test made.
 #![cfg(not(madsim))]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use chat_system::directory::{Directory, User};
-use chat_system::net::{http_request, FlushIfDirty};
+use chat_system::net::http_request;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/process.rs"]
+mod process;
+#[allow(
+    dead_code,
+    reason = "this binary reads frames with their close codes instead"
+)]
+#[path = "support/ws.rs"]
+mod ws;
+
+use process::Process;
+use ws::Ws;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,74 +84,34 @@ fn cluster_file(data_dir: &Path, addrs: &[SocketAddr]) -> String {
 /// Every node process; all of them are killed when this is dropped, also on a panic.
 struct Cluster {
     file: PathBuf,
-    children: Vec<(String, Child, mpsc::Receiver<String>)>,
+    /// Every process started, by node name, in start order (a restart adds another).
+    children: Vec<(String, Process)>,
 }
 
 impl Cluster {
     /// Starts node `name` and waits for its "chatd ready"; what it printed up to then.
     fn start(&mut self, name: &str) -> Vec<String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        command
             .arg("--cluster")
             .arg(&self.file)
-            .args(["--node", name])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("chatd starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "a real-runtime test, no simulator here"
-        )]
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        self.children.push((name.to_string(), child, rx));
-        let rx = &self.children.last().expect("just pushed").2;
-        let mut banner = Vec::new();
-        loop {
-            let line = rx
-                .recv_timeout(TIMEOUT)
-                .unwrap_or_else(|e| panic!("{name} printed {banner:?}, then {e}"));
-            let ready = line == "chatd ready";
-            banner.push(line);
-            if ready {
-                return banner;
-            }
-        }
+            .args(["--node", name]);
+        let process = Process::spawn(command, name, TIMEOUT);
+        let banner = process.banner.clone();
+        self.children.push((name.to_string(), process));
+        banner
     }
 
-    fn child(&mut self, name: &str) -> &mut (String, Child, mpsc::Receiver<String>) {
-        self.children
+    /// Sends `signal` to node `name`'s newest process and waits for it to exit; what it
+    /// printed since ready.
+    fn signal(&mut self, name: &str, signal: &str) -> (std::process::ExitStatus, Vec<String>) {
+        let (_, process) = self
+            .children
             .iter_mut()
             .rev()
-            .find(|(n, child, _)| n == name && child.id() > 0)
-            .expect("a started node")
-    }
-
-    /// Sends `signal` to node `name` and waits for it to exit; what it printed since ready.
-    fn signal(&mut self, name: &str, signal: &str) -> (std::process::ExitStatus, Vec<String>) {
-        let (_, child, rx) = self.child(name);
-        let sent = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let status = child.wait().expect("the node exits");
-        (status, rx.iter().collect())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.children {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+            .find(|(n, _)| n == name)
+            .expect("a started node");
+        process.signal(signal)
     }
 }
 
@@ -221,8 +190,6 @@ fn rows(lines: &[String], verb: &str) -> usize {
     count.parse().expect("a row count")
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
-
 /// Reads until a JSON payload or a close frame: the payload, or the close code.
 async fn next_frame(ws: &mut Ws) -> Result<Value, u16> {
     loop {
@@ -264,11 +231,7 @@ fn start_cluster() -> (tempfile::TempDir, Cluster, Vec<SocketAddr>, Directory) {
 
 /// Connects to `gateway` and identifies with `token`, checking Hello and READY.
 async fn identify(gateway: SocketAddr, token: &str) -> Ws {
-    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
-    let url = format!("ws://{gateway}/gateway");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
+    let mut ws = ws::connect(gateway, "").await;
     let hello = next_frame(&mut ws).await.expect("Hello");
     assert_eq!(
         (
@@ -494,41 +457,19 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 async fn all_in_one_chatd_drains_gateway_sessions_on_a_clean_stop() {
     // 1. An all-in-one chatd and one identified session.
     let data = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    command
         .args(["--port-base", "0", "--users", "2", "--guilds", "1"])
         .args(["--heartbeat-interval-ms", "1000", "--data-dir"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("chatd starts");
-    let stdout = child.stdout.take().expect("piped stdout");
+        .arg(data.path());
+    let process = Process::spawn(command, "chatd", TIMEOUT);
+    let gateway = process
+        .addr("chatd gateway ws://")
+        .expect("gateway address printed");
     let mut cluster = Cluster {
         file: PathBuf::new(),
-        children: Vec::new(),
+        children: vec![("chatd".to_string(), process)],
     };
-    let (tx, rx) = mpsc::channel();
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a real-runtime test, no simulator here"
-    )]
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut gateway = None;
-    loop {
-        let line = rx.recv_timeout(TIMEOUT).expect("chatd's banner");
-        if let Some(rest) = line.strip_prefix("chatd gateway ws://") {
-            let host_port = rest.split('/').next().expect("host:port");
-            gateway = Some(host_port.parse::<SocketAddr>().expect("an address"));
-        }
-        if line == "chatd ready" {
-            break;
-        }
-    }
-    cluster.children.push(("chatd".to_string(), child, rx));
-    let gateway = gateway.expect("gateway address printed");
     let directory: Directory = serde_json::from_str(
         &std::fs::read_to_string(data.path().join("directory.json")).expect("directory.json"),
     )

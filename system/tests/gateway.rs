@@ -13,14 +13,18 @@ use chat_system::gateway::{
     intents, GatewayConfig, GatewayEvent, GatewayHandle, GatewayLimits, GatewayRequest,
     GatewayResponse,
 };
-use chat_system::net::FlushIfDirty;
 use chat_system::rpc::RpcClient;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/ws.rs"]
+mod ws;
+
+use ws::{next_json, Ws};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT_MS: u64 = 1_000;
@@ -156,17 +160,8 @@ fn creates(ids: std::ops::RangeInclusive<u64>) -> Vec<(&'static str, Value)> {
     .collect()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
-
 async fn connect_with(server: &Server, query: &str) -> Ws {
-    let stream = TcpStream::connect(server.ws)
-        .await
-        .expect("gateway accepts");
-    let url = format!("ws://{}/gateway{query}", server.ws);
-    let (ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
-    ws
+    ws::connect(server.ws, query).await
 }
 
 /// Connects with `?v=10&encoding=json` and reads Hello.
@@ -175,19 +170,6 @@ async fn connect(server: &Server) -> Ws {
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["op"], 10, "{hello}");
     ws
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("a payload in time");
-        match message.expect("stream open").expect("no ws error") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
-    }
 }
 
 /// Reads until the server's close frame; its code and reason, and the payloads before it.
