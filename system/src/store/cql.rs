@@ -53,7 +53,7 @@ use scylla::statement::Consistency;
 use scylla::value::MaybeUnset;
 
 use super::{keyspace_problem, parse_contact_points, CqlTarget};
-use super::{HistoryPage, HistoryQuery, MessageStore, StoreError, StoreFuture, TimedMessage};
+use super::{HistoryQuery, MessageStore, StoreError, StoreFuture, TimedMessage};
 use crate::directory::ChangeRecord;
 use crate::env::clock::NodeClock;
 use crate::ids;
@@ -493,15 +493,6 @@ impl MessageStore for CqlStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(self.read_oldest_after(channel_id, after, limit))
-    }
-
-    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>> {
-        Box::pin(async move {
-            if page.limit == 0 {
-                return Ok(Vec::new());
-            }
-            super::compose_page(self, page).await
-        })
     }
 
     fn put_directory_change<'a>(

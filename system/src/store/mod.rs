@@ -89,8 +89,12 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
 
-    /// A page anchored as Discord anchors it ([`HistoryAnchor`]), newest first.
-    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>>;
+    /// A page anchored as Discord anchors it ([`HistoryAnchor`]), newest first. Composed
+    /// from [`Self::history`] and [`Self::oldest_after`] unless a backend has a page query
+    /// of its own.
+    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(compose_page(self, page))
+    }
 
     /// Appends `record` to the directory log at write timestamp `write_us`; writing the same
     /// record again changes nothing.
@@ -265,10 +269,13 @@ impl From<StoreClient> for SharedStore {
 /// A page composed from `history` and `oldest_after`, for backends without a page query of
 /// their own: `after` is the oldest messages above the id, reversed; `around` is `limit / 2`
 /// of those above the id and the rest at or below it, newest first.
-pub async fn compose_page(
-    store: &dyn MessageStore,
+pub async fn compose_page<S: MessageStore + ?Sized>(
+    store: &S,
     page: HistoryPage,
 ) -> Result<Vec<StoredMessage>, StoreError> {
+    if page.limit == 0 {
+        return Ok(Vec::new());
+    }
     let latest = |before| HistoryQuery {
         channel_id: page.channel_id,
         before,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::{HistoryPage, HistoryQuery, MessageStore, StoreFuture, TimedMessage};
+use super::{HistoryQuery, MessageStore, StoreFuture, TimedMessage};
 use crate::directory::ChangeRecord;
 use crate::env::clock::NodeClock;
 use crate::env::disk::{Disk, RealDisk};
@@ -74,15 +74,6 @@ impl MessageStore for RingStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(self.client.oldest_after(channel_id, after, limit))
-    }
-
-    fn page(&self, page: HistoryPage) -> StoreFuture<'_, Vec<StoredMessage>> {
-        Box::pin(async move {
-            if page.limit == 0 {
-                return Ok(Vec::new());
-            }
-            super::compose_page(self, page).await
-        })
     }
 
     fn put_directory_change<'a>(
