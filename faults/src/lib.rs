@@ -5,9 +5,10 @@
 //! fault leaves the others as they were. Times are simulated ms from the start of the run.
 //!
 //! Modelled: crash (with a restart or none), pause (a whole-node freeze, like a GC stop),
-//! partitions of several shapes ([`partition`]), added latency and jitter, message loss, a
-//! node's clock step and drift, and disk faults (lost unsynced writes, a torn last write,
-//! failing or slow syncs). [`budget`] bounds how much may be broken at once.
+//! partitions of several shapes ([`partition`]), added latency and jitter and segment loss on
+//! the links of some nodes, on listed links (one way or both) or on every link
+//! ([`LinkTarget`]), a node's clock step and drift, and disk faults (lost unsynced writes, a
+//! torn last write, failing or slow syncs). [`budget`] bounds how much may be broken at once.
 //!
 //! Not modelled: message duplication, reordering and corruption, full disks, bit flips, and
 //! membership changes. This crate only describes faults; applying them is the simulator's
