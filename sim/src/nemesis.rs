@@ -9,10 +9,11 @@
 //! trace event and appears in the report.
 //!
 //! Faults of one kind on one target overlap independently: link rules add up on a link they
-//! share and each heal lifts only its own rule. Not applied (and said so in the trace): a
-//! fault on a node the harness does not know, a clock fault on a node whose clock it does not
-//! own, a disk fault on a node without a simulated disk. Two slow-sync or failing-sync faults
-//! overlapping on one disk share its one setting: the first heal restores it.
+//! share and each heal lifts only its own rule; a disk gets the worst of the disk faults in
+//! force on it. Not applied (and said so in the trace): a fault on a node the harness does not
+//! know, a clock fault on a node whose clock it does not own, a disk fault on a node without a
+//! simulated disk. Two clock faults overlapping on one node add their steps, and the first to
+//! heal puts the clock back to true time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -68,7 +69,7 @@ impl Nemesis<'_> {
             let action = if start {
                 self.begin(schedule, index, fault)
             } else {
-                self.heal(index, fault)
+                self.heal(schedule, index, fault)
             };
             self.recorder.fault(action);
         }
@@ -143,12 +144,14 @@ impl Nemesis<'_> {
                 }
                 None => format!("not applied: {node} has no clock the harness owns"),
             },
-            FaultKind::Disk { node, disk, .. } => self.disk_fault(node, disk, true),
+            FaultKind::Disk { node, disk, .. } => {
+                self.disk_fault(schedule, index, node, disk, true)
+            }
         }
     }
 
     /// Ends `fault`, number `index` of the schedule; what was done, for the trace.
-    fn heal(&self, index: usize, fault: &Fault) -> String {
+    fn heal(&self, schedule: &Schedule, index: usize, fault: &Fault) -> String {
         match &fault.kind {
             FaultKind::Crash { node, .. } => {
                 self.handle.restart(node.as_str());
@@ -183,7 +186,9 @@ impl Nemesis<'_> {
                 }
                 None => format!("not applied: {node} has no clock the harness owns"),
             },
-            FaultKind::Disk { node, disk, .. } => self.disk_fault(node, disk, false),
+            FaultKind::Disk { node, disk, .. } => {
+                self.disk_fault(schedule, index, node, disk, false)
+            }
         }
     }
 
@@ -212,26 +217,62 @@ impl Nemesis<'_> {
         )
     }
 
-    fn disk_fault(&self, node: &str, fault: &DiskFault, begin: bool) -> String {
+    /// Starts or ends disk fault `index` on `node`; the disk gets the worst of the faults
+    /// in force on it then, so one fault's end does not cancel another that overlaps it.
+    fn disk_fault(
+        &self,
+        schedule: &Schedule,
+        index: usize,
+        node: &str,
+        fault: &DiskFault,
+        begin: bool,
+    ) -> String {
         let Some(disk) = self.disks.get(node) else {
             return format!("not applied: {node} has no simulated disk");
         };
+
+        // The other disk faults on this node in force at this moment.
+        let now_ms = schedule.faults[index]
+            .heal_ms()
+            .filter(|_| !begin)
+            .unwrap_or(schedule.faults[index].at_ms);
+        let others: Vec<&DiskFault> = (schedule.faults.iter().enumerate())
+            .filter(|(i, f)| *i != index && f.active_at(now_ms))
+            .filter_map(|(_, f)| match &f.kind {
+                FaultKind::Disk { node: n, disk, .. } if n == node => Some(disk),
+                _ => None,
+            })
+            .collect();
+        let other_delay_ms = others.iter().filter_map(|d| match d {
+            DiskFault::SlowSync { delay_ms } => Some(*delay_ms),
+            _ => None,
+        });
+        let other_delay_ms = other_delay_ms.max().unwrap_or(0);
+        let other_fails = others.iter().any(|d| matches!(d, DiskFault::FailSync));
+
         match (fault, begin) {
             (DiskFault::FailSync, true) => {
                 disk.fail_syncs(u64::MAX);
                 format!("disk {node}: every sync fails")
+            }
+            (DiskFault::FailSync, false) if other_fails => {
+                format!("disk {node}: syncs still fail (another fault)")
             }
             (DiskFault::FailSync, false) => {
                 disk.fail_syncs(0);
                 format!("disk {node}: syncs succeed again")
             }
             (DiskFault::SlowSync { delay_ms }, true) => {
-                disk.set_sync_delay(Duration::from_millis(*delay_ms));
-                format!("disk {node}: every sync takes {delay_ms} ms longer")
+                let worst_ms = other_delay_ms.max(*delay_ms);
+                disk.set_sync_delay(Duration::from_millis(worst_ms));
+                format!("disk {node}: every sync takes {worst_ms} ms longer")
             }
             (DiskFault::SlowSync { .. }, false) => {
-                disk.set_sync_delay(Duration::ZERO);
-                format!("disk {node}: syncs at full speed again")
+                disk.set_sync_delay(Duration::from_millis(other_delay_ms));
+                match other_delay_ms {
+                    0 => format!("disk {node}: syncs at full speed again"),
+                    ms => format!("disk {node}: every sync takes {ms} ms longer (another fault)"),
+                }
             }
             (DiskFault::LoseUnsynced | DiskFault::TornWrite { .. }, true) => {
                 format!("disk {node}: a crash now loses unsynced writes ({fault:?})")

@@ -16,6 +16,7 @@ use chat_sim::ringsim::{simulate, RingCluster, RingShape};
 use chat_sim::runner;
 use chat_sim::scenario::Scenario;
 use chat_system::env::clock::NodeClock;
+use chat_system::env::disk::SimDisk;
 use chat_system::ids;
 use chat_system::model::StoredMessage;
 use chat_system::ring::client::StoreClient;
@@ -119,6 +120,47 @@ fn slow_syncs_on_one_replica_hold_its_writes_back_by_the_delay() {
         cluster.disk(2).set_sync_delay(Duration::ZERO);
         tokio::time::sleep(ms(500)).await;
         assert_about(write_time(&cluster, &all, 8).await, base, "ALL after");
+    });
+}
+
+#[test]
+fn overlapping_slow_syncs_on_one_disk_leave_the_worst_in_force_until_the_last_heals() {
+    simulate(48, || async {
+        let disk = SimDisk::new();
+        let disks = BTreeMap::from([("ring-1".to_string(), disk.clone())]);
+        let (ips, clocks, stopped) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let start = std::time::Instant::now();
+        let recorder = Recorder::new(start);
+        let nemesis = Nemesis {
+            handle: &Handle::current(),
+            ips: &ips,
+            disks: &disks,
+            clocks: &clocks,
+            recorder: &recorder,
+            stopped: &stopped,
+            start,
+        };
+        let slow = |at_ms, delay_ms, duration_ms| Fault {
+            at_ms,
+            kind: FaultKind::Disk {
+                node: "ring-1".into(),
+                disk: DiskFault::SlowSync { delay_ms },
+                duration_ms,
+            },
+        };
+        // 300 ms from 1 s to 3 s, 100 ms from 2 s to 5 s.
+        let schedule = Schedule::new(vec![slow(1_000, 300, 2_000), slow(2_000, 100, 3_000)]);
+        let tokio_start = Instant::now();
+        let probe = async {
+            let mut seen = Vec::new();
+            for at_ms in [500, 1_500, 2_500, 3_500, 5_500] {
+                tokio::time::sleep_until(tokio_start + ms(at_ms)).await;
+                seen.push(disk.sync_delay().as_millis());
+            }
+            seen
+        };
+        let ((), seen) = tokio::join!(nemesis.run(&schedule), probe);
+        assert_eq!(seen, [0, 300, 300, 100, 0]);
     });
 }
 

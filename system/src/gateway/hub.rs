@@ -523,11 +523,11 @@ fn without_content(data: &Value) -> String {
     data.to_string()
 }
 
-/// A session id: 32 hex digits, derived without randomness. The first 12 are the ms (since
-/// the Unix epoch, on the gateway's clock) it was issued at, the next 4 the gateway node's
-/// index, the last 16 a scramble of the node's session counter. The counter starts again
-/// when the gateway restarts; the time keeps a new incarnation's ids apart from the old one's,
-/// as long as the clock does not step back onto a millisecond the old one used.
+/// A session id: 32 hex digits, derived without randomness. The first 16 are a scramble of
+/// the gateway node's session counter, the next 4 the node's index, the last 12 the ms (since
+/// the Unix epoch, on the gateway's clock) it was issued at. The counter starts again when
+/// the gateway restarts; the time keeps a new incarnation's ids apart from the old one's, as
+/// long as the clock does not step back onto a millisecond the old one used.
 fn session_id(node_index: u64, issued_ms: i64, counter: u64) -> String {
     let mix = |mut z: u64| {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -536,9 +536,9 @@ fn session_id(node_index: u64, issued_ms: i64, counter: u64) -> String {
     };
     let issued = u64::try_from(issued_ms).unwrap_or(0) & SESSION_TIME_MASK;
     format!(
-        "{issued:012x}{:04x}{:016x}",
+        "{:016x}{:04x}{issued:012x}",
+        mix(counter ^ (node_index << 48)),
         node_index & 0xffff,
-        mix(counter ^ (node_index << 48))
     )
 }
 
@@ -551,7 +551,7 @@ pub fn session_issued_ms(session_id: &str) -> Option<i64> {
     if session_id.len() != 32 || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let issued = u64::from_str_radix(session_id.get(..12)?, 16).ok()?;
+    let issued = u64::from_str_radix(session_id.get(20..)?, 16).ok()?;
     i64::try_from(issued).ok()
 }
 
@@ -597,7 +597,7 @@ mod tests {
         let first = open(&mut before, 1, ALL).session_id;
         assert_eq!(first.len(), 32);
         assert_eq!(session_issued_ms(&first), Some(ISSUED_MS));
-        assert_eq!(&first[12..16], "0000", "gateway node 0");
+        assert_eq!(&first[16..20], "0000", "gateway node 0");
 
         // A restarted gateway counts from 1 again, a second later on its clock.
         let mut after = Hub::default();
@@ -612,7 +612,7 @@ mod tests {
         };
         let second = after.open(new, 0, ISSUED_MS + 1_000, BOUNDS).session_id;
         assert_eq!(session_issued_ms(&second), Some(ISSUED_MS + 1_000));
-        assert_eq!(first[16..], second[16..], "the same counter");
+        assert_eq!(first[..16], second[..16], "the same counter");
         assert_ne!(first, second);
         assert_eq!(session_issued_ms("not-an-id"), None);
     }
