@@ -5,7 +5,9 @@
 //! simulated user; the members of each guild alternate between the API nodes, so concurrent
 //! sends to one channel come through different API nodes. Each ring node keeps a
 //! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
-//! bytes do not. The nemesis, on the harness's own node, applies the fault schedule.
+//! bytes do not; every node but `client` reads a [`NodeClock`] the harness owns. The nemesis,
+//! on the harness's own node, applies the fault schedule; link faults live in this thread's
+//! table (`chat_system::env::link`), emptied before and after every run.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
