@@ -170,7 +170,17 @@ fn broken(
             FaultKind::Disk { node, .. } => {
                 faulty.insert(node.clone());
             }
-            FaultKind::Loss { nodes, .. } => faulty.extend(nodes.iter().cloned()),
+            FaultKind::Loss {
+                nodes,
+                links,
+                every_link,
+                ..
+            } => {
+                if *every_link {
+                    faulty.extend(roles.all());
+                }
+                faulty.extend(nodes.iter().chain(links.iter().flatten()).cloned());
+            }
             FaultKind::Partition {
                 nodes,
                 shape,

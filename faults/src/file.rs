@@ -23,8 +23,13 @@
 //! JSON is the serde form of [`Schedule`]: `{"faults": [{"at_ms": 20000, "kind": "crash",
 //! ...}]}`. Fault indices in errors count from 0 in file order.
 //!
+//! Latency and loss faults name their links one of three ways: `nodes = ["ring-2"]` (every
+//! link of those nodes, both ways), `links = [["api-1", "ring-2"]]` (those links, both ways,
+//! or with `one_way = true` only from the first node to the second), or `every_link = true`.
+//!
 //! Checked beyond the types: node names (when a node list is given), positive durations, a
-//! loss rate in `0..=1`, a partition over at least two nodes that include an isolated one,
+//! loss rate in `0..=1`, exactly one way of naming a fault's links, links between two
+//! different nodes, a partition over at least two nodes that include an isolated one,
 //! clock steps within a day and drifts within 10%, and keys given once. An empty file is
 //! refused in both forms; no faults is written `fault = []` or `{"faults": []}`.
 //! Not checked: whether faults overlap or fit a budget (see [`crate::budget`]), or whether
@@ -370,11 +375,53 @@ fn check_fault(index: usize, fault: &Fault, nodes: Option<&[String]>) -> Result<
                 }
             }
         }
-        FaultKind::Latency { nodes: over, .. } | FaultKind::Loss { nodes: over, .. } => {
-            if over.is_empty() {
-                return Err(invalid("nodes", "needs at least one node".into()));
+        FaultKind::Latency {
+            nodes: over,
+            links,
+            one_way,
+            every_link,
+            ..
+        }
+        | FaultKind::Loss {
+            nodes: over,
+            links,
+            one_way,
+            every_link,
+            ..
+        } => {
+            // Exactly one of `nodes`, `links` and `every_link` says which links.
+            let named: Vec<&str> = [
+                (!over.is_empty()).then_some("nodes"),
+                (!links.is_empty()).then_some("links"),
+                every_link.then_some("every_link"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match named.as_slice() {
+                [] => {
+                    let message = "names no links: give `nodes`, `links` or `every_link = true`";
+                    return Err(invalid("nodes", message.into()));
+                }
+                [first, second, ..] => {
+                    let message = format!("`{first}` and `{second}` both given; name one");
+                    return Err(invalid(second, message));
+                }
+                [_] => {}
+            }
+            if *one_way && links.is_empty() {
+                let message = "applies only to `links` (a node's links are slowed both ways)";
+                return Err(invalid("one_way", message.into()));
             }
             over.iter().try_for_each(|n| known("nodes", n))?;
+            for [from, to] in links {
+                known("links", from)?;
+                known("links", to)?;
+                if from == to {
+                    let message = format!("`{from}` to itself is not a link");
+                    return Err(invalid("links", message));
+                }
+            }
         }
     }
 
@@ -580,6 +627,97 @@ disk = { kind = "torn_write", keep_bytes = 7 }
             (error.field.as_deref(), error.line),
             (Some("duration_ms"), Some(4))
         );
+    }
+
+    const LINKS: &str = r#"
+[[fault]]
+kind = "latency"
+at_ms = 1000
+duration_ms = 5000
+nodes = ["ring-2"]
+delay_ms = 40
+jitter_ms = 0
+
+[[fault]]
+kind = "loss"
+at_ms = 2000
+duration_ms = 5000
+links = [["api-1", "ring-2"], ["guild-1", "ring-3"]]
+one_way = true
+rate = 0.5
+"#;
+
+    #[test]
+    fn latency_and_loss_faults_name_nodes_links_or_every_link() {
+        let schedule = parse_toml(LINKS, Some(&roles())).unwrap();
+        assert_eq!(
+            schedule.faults[1].kind,
+            FaultKind::Loss {
+                nodes: Vec::new(),
+                links: vec![
+                    ["api-1".into(), "ring-2".into()],
+                    ["guild-1".into(), "ring-3".into()]
+                ],
+                one_way: true,
+                every_link: false,
+                rate: 0.5,
+                duration_ms: 5000,
+            }
+        );
+        let json = serde_json::to_string_pretty(&schedule).unwrap();
+        assert_eq!(parse_json(&json, Some(&roles())).unwrap(), schedule);
+        let every = LINKS.replace("nodes = [\"ring-2\"]", "every_link = true");
+        assert!(parse_toml(&every, Some(&roles())).is_ok());
+    }
+
+    #[test]
+    fn a_bad_link_fault_names_its_field_and_line() {
+        let error = |text: &str| parse_toml(text, Some(&roles())).unwrap_err();
+
+        // An unknown node in a link, on the line of `links`.
+        let bad = error(&LINKS.replace("\"guild-1\"", "\"guild-9\""));
+        assert_eq!(bad.field.as_deref(), Some("links"), "{bad}");
+        assert_eq!((bad.fault, bad.line), (Some(1), Some(14)), "{bad}");
+        assert!(bad.message.contains("guild-9"), "{bad}");
+
+        // A link of three nodes is a type error, placed on `links`.
+        let bad = error(&LINKS.replace("[\"api-1\", \"ring-2\"]", "[\"api-1\", \"a\", \"b\"]"));
+        assert_eq!(
+            (bad.field.as_deref(), bad.line),
+            (Some("links"), Some(14)),
+            "{bad}"
+        );
+
+        // Two ways of naming the links, and none.
+        let both = LINKS.replace(
+            "nodes = [\"ring-2\"]",
+            "nodes = [\"ring-2\"]\nevery_link = true",
+        );
+        let bad = error(&both);
+        assert_eq!(
+            (bad.field.as_deref(), bad.line),
+            (Some("every_link"), Some(7)),
+            "{bad}"
+        );
+        let bad = error(&LINKS.replace("nodes = [\"ring-2\"]\n", ""));
+        assert_eq!(
+            (bad.field.as_deref(), bad.fault),
+            (Some("nodes"), Some(0)),
+            "{bad}"
+        );
+
+        // `one_way` belongs to `links`; a link needs two different nodes.
+        let bad = error(&LINKS.replace(
+            "nodes = [\"ring-2\"]",
+            "nodes = [\"ring-2\"]\none_way = true",
+        ));
+        assert_eq!(
+            (bad.field.as_deref(), bad.line),
+            (Some("one_way"), Some(7)),
+            "{bad}"
+        );
+        let bad = error(&LINKS.replace("\"guild-1\", \"ring-3\"", "\"ring-3\", \"ring-3\""));
+        assert_eq!(bad.field.as_deref(), Some("links"), "{bad}");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! fault leaves the others as they were. Times are simulated ms from the start of the run.
 //!
 //! Modelled: crash (with a restart or none), pause (a whole-node freeze, like a GC stop),
-//! partitions of several shapes ([`partition`]), added latency and jitter, message loss, a
-//! node's clock step and drift, and disk faults (lost unsynced writes, a torn last write,
-//! failing or slow syncs). [`budget`] bounds how much may be broken at once.
+//! partitions of several shapes ([`partition`]), added latency and jitter and segment loss on
+//! the links of some nodes, on listed links (one way or both) or on every link
+//! ([`LinkTarget`]), a node's clock step and drift, and disk faults (lost unsynced writes, a
+//! torn last write, failing or slow syncs). [`budget`] bounds how much may be broken at once.
 //!
 //! Not modelled: message duplication, reordering and corruption, full disks, bit flips, and
 //! membership changes. This crate only describes faults; applying them is the simulator's
@@ -61,13 +62,21 @@ pub enum FaultKind {
         /// How long the cut lasts.
         duration_ms: u64,
     },
-    /// Add `delay_ms` plus up to `jitter_ms` to messages to and from `nodes`.
-    ///
-    /// The simulator (madsim) has only one latency range for the whole network, so a nemesis
-    /// can apply this only by widening that range for every link while the fault lasts.
+    /// Add `delay_ms` plus up to `jitter_ms` to the bytes crossing some links: every link of
+    /// `nodes` (both ways), the `links` listed, or `every_link`; exactly one of the three.
     Latency {
-        /// The nodes whose messages are slowed.
+        /// Every link to or from these nodes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         nodes: Vec<String>,
+        /// These links, each `[from, to]`; both ways unless `one_way`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<[String; 2]>,
+        /// Only from the first node of each of `links` to the second.
+        #[serde(default, skip_serializing_if = "is_false")]
+        one_way: bool,
+        /// Every link of the network.
+        #[serde(default, skip_serializing_if = "is_false")]
+        every_link: bool,
         /// Added delay.
         delay_ms: u64,
         /// Added random delay on top, uniformly in `0..=jitter_ms`.
@@ -75,13 +84,24 @@ pub enum FaultKind {
         /// How long it lasts.
         duration_ms: u64,
     },
-    /// Drop messages to and from `nodes` with probability `rate` (in `0..=1`).
+    /// Drop segments crossing some links (chosen as for [`FaultKind::Latency`]) with
+    /// probability `rate` (in `0..=1`).
     ///
     /// The simulated links are TCP: a dropped segment is retransmitted, so the application
     /// sees a stall and a retransmit delay rather than a lost message.
     Loss {
-        /// The nodes whose messages are dropped.
+        /// Every link to or from these nodes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         nodes: Vec<String>,
+        /// These links, each `[from, to]`; both ways unless `one_way`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<[String; 2]>,
+        /// Only from the first node of each of `links` to the second.
+        #[serde(default, skip_serializing_if = "is_false")]
+        one_way: bool,
+        /// Every link of the network.
+        #[serde(default, skip_serializing_if = "is_false")]
+        every_link: bool,
         /// Drop probability per message.
         rate: f64,
         /// How long it lasts.
@@ -108,6 +128,82 @@ pub enum FaultKind {
         /// How long it lasts.
         duration_ms: u64,
     },
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Which links a latency or loss fault reaches, as its fields name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTarget<'a> {
+    /// Every link to or from one of these nodes, both ways.
+    Nodes(&'a [String]),
+    /// These links, `[from, to]`: both ways, or only from `from` to `to` if `one_way`.
+    Links {
+        /// The links.
+        links: &'a [[String; 2]],
+        /// Only the first node's direction.
+        one_way: bool,
+    },
+    /// Every link of the network.
+    Every,
+}
+
+impl<'a> LinkTarget<'a> {
+    /// The target a fault's fields name: `every_link` first, then `links`, then `nodes`
+    /// (a checked schedule names exactly one of them).
+    pub fn of(
+        nodes: &'a [String],
+        links: &'a [[String; 2]],
+        one_way: bool,
+        every_link: bool,
+    ) -> Self {
+        if every_link {
+            LinkTarget::Every
+        } else if !links.is_empty() {
+            LinkTarget::Links { links, one_way }
+        } else {
+            LinkTarget::Nodes(nodes)
+        }
+    }
+
+    /// The directed links `(from, to)` this target reaches among `all` nodes, in order and
+    /// without repeats.
+    pub fn directed(&self, all: &[String]) -> Vec<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        let touches = |a: &String, b: &String| match self {
+            LinkTarget::Every => true,
+            LinkTarget::Nodes(nodes) => nodes.contains(a) || nodes.contains(b),
+            LinkTarget::Links { links, one_way } => links
+                .iter()
+                .any(|[from, to]| (from == a && to == b) || (!one_way && from == b && to == a)),
+        };
+        for a in all {
+            for b in all {
+                if a != b && touches(a, b) {
+                    out.insert((a.clone(), b.clone()));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// How the target reads in a trace line, e.g. `ring-2's links` or `api-1 -> ring-2`.
+    pub fn describe(&self) -> String {
+        match self {
+            LinkTarget::Every => "every link".to_string(),
+            LinkTarget::Nodes(nodes) => format!("every link of {}", nodes.join(", ")),
+            LinkTarget::Links { links, one_way } => {
+                let arrow = if *one_way { "->" } else { "<->" };
+                let named: Vec<String> = links
+                    .iter()
+                    .map(|[from, to]| format!("{from} {arrow} {to}"))
+                    .collect();
+                named.join(", ")
+            }
+        }
+    }
 }
 
 /// How a disk misbehaves while a [`FaultKind::Disk`] lasts.
@@ -173,16 +269,44 @@ impl Fault {
         self.nodes().first().copied().unwrap_or_default()
     }
 
-    /// Every node the fault targets.
+    /// Every node the fault names (for a fault on every link, none).
     pub fn nodes(&self) -> Vec<&str> {
         match &self.kind {
             FaultKind::Crash { node, .. }
             | FaultKind::Pause { node, .. }
             | FaultKind::Clock { node, .. }
             | FaultKind::Disk { node, .. } => vec![node.as_str()],
-            FaultKind::Partition { nodes, .. }
-            | FaultKind::Latency { nodes, .. }
-            | FaultKind::Loss { nodes, .. } => nodes.iter().map(String::as_str).collect(),
+            FaultKind::Partition { nodes, .. } => nodes.iter().map(String::as_str).collect(),
+            FaultKind::Latency { nodes, links, .. } | FaultKind::Loss { nodes, links, .. } => {
+                let mut named: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                for name in links.iter().flatten() {
+                    if !named.contains(&name.as_str()) {
+                        named.push(name);
+                    }
+                }
+                named
+            }
+        }
+    }
+
+    /// The links a latency or loss fault reaches; `None` for other kinds.
+    pub fn link_target(&self) -> Option<LinkTarget<'_>> {
+        match &self.kind {
+            FaultKind::Latency {
+                nodes,
+                links,
+                one_way,
+                every_link,
+                ..
+            }
+            | FaultKind::Loss {
+                nodes,
+                links,
+                one_way,
+                every_link,
+                ..
+            } => Some(LinkTarget::of(nodes, links, *one_way, *every_link)),
+            _ => None,
         }
     }
 
@@ -307,6 +431,47 @@ mod tests {
     }
 
     #[test]
+    fn an_old_latency_fault_on_nodes_reads_and_writes_as_before() {
+        let json = concat!(
+            r#"{"at_ms":1,"kind":"latency","nodes":["ring-2"],"#,
+            r#""delay_ms":50,"jitter_ms":0,"duration_ms":9}"#
+        );
+        let fault: Fault = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&fault).unwrap(), json);
+        let all: Vec<String> = ["ring-1", "ring-2", "ring-3"].map(String::from).to_vec();
+        let target = fault.link_target().unwrap();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            target.directed(&all),
+            vec![
+                pair("ring-1", "ring-2"),
+                pair("ring-2", "ring-1"),
+                pair("ring-2", "ring-3"),
+                pair("ring-3", "ring-2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_one_way_link_fault_reaches_one_direction_only() {
+        let links = [["api-1".to_string(), "ring-2".to_string()]];
+        let all: Vec<String> = ["api-1", "ring-2", "ring-3"].map(String::from).to_vec();
+        let one_way = LinkTarget::of(&[], &links, true, false);
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(one_way.directed(&all), vec![pair("api-1", "ring-2")]);
+        let both = LinkTarget::of(&[], &links, false, false);
+        assert_eq!(
+            both.directed(&all),
+            vec![pair("api-1", "ring-2"), pair("ring-2", "api-1")]
+        );
+        assert_eq!(
+            LinkTarget::of(&[], &[], false, true).directed(&all).len(),
+            6
+        );
+        assert_eq!(one_way.describe(), "api-1 -> ring-2");
+    }
+
+    #[test]
     fn every_kind_round_trips_through_json() {
         let nodes = vec!["ring-1".to_string(), "ring-2".to_string()];
         let kinds = vec![
@@ -322,13 +487,28 @@ mod tests {
             },
             FaultKind::Latency {
                 nodes: nodes.clone(),
+                links: Vec::new(),
+                one_way: false,
+                every_link: false,
                 delay_ms: 50,
                 jitter_ms: 10,
                 duration_ms: 5,
             },
             FaultKind::Loss {
-                nodes,
+                nodes: Vec::new(),
+                links: vec![["api-1".into(), "ring-2".into()]],
+                one_way: true,
+                every_link: false,
                 rate: 0.25,
+                duration_ms: 5,
+            },
+            FaultKind::Latency {
+                nodes: Vec::new(),
+                links: Vec::new(),
+                one_way: false,
+                every_link: true,
+                delay_ms: 5,
+                jitter_ms: 0,
                 duration_ms: 5,
             },
             FaultKind::Clock {

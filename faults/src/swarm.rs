@@ -256,6 +256,9 @@ impl Swarm {
             Kind::Latency => self.latency(rng, vec![node], duration_ms),
             Kind::Loss => FaultKind::Loss {
                 nodes: vec![node],
+                links: Vec::new(),
+                one_way: false,
+                every_link: false,
                 rate: (rng.unit() * self.profile.loss_rate_max.clamp(0.0, 1.0)).max(0.001),
                 duration_ms,
             },
@@ -309,15 +312,14 @@ impl Swarm {
         }
     }
 
-    /// Added latency on `nodes` (all nodes if empty).
+    /// Added latency on every link of `nodes` (on every link if empty).
     fn latency(&self, rng: &mut SplitMix64, nodes: Vec<String>, duration_ms: u64) -> FaultKind {
-        let nodes = if nodes.is_empty() {
-            self.roles.all()
-        } else {
-            nodes
-        };
+        let every_link = nodes.is_empty();
         FaultKind::Latency {
             nodes,
+            links: Vec::new(),
+            one_way: false,
+            every_link,
             delay_ms: rng.range(1, self.profile.delay_ms_max.max(1)),
             jitter_ms: rng.range(0, self.profile.jitter_ms_max),
             duration_ms,

@@ -1,38 +1,42 @@
 //! The nemesis: applies a fault schedule to a running simulated cluster, in time order.
 //!
 //! Through madsim: crash (kill, then restart), pause (freeze, then resume), partition
-//! (directional link clogging along the fault's grudge), latency and loss (the network's
-//! settings). Through the env seam: clock faults (a node's offset and drift) and disk faults
-//! (failing syncs; a crash inside a torn-write window keeps that many bytes of the last
-//! write). Every applied action is a trace event and appears in the report.
+//! (directional link clogging along the fault's grudge). Through the env seam: latency and
+//! loss on links (a rule per fault in the link fault table, `chat_system::env::link`, over the
+//! links the fault names: every link of some nodes, listed links, or every link), clock
+//! faults (a node's offset and drift), and disk faults (failing or slow syncs; a crash inside
+//! a torn-write window keeps that many bytes of the last write). Every applied action is a
+//! trace event and appears in the report.
 //!
-//! Limits, as the simulator sets them: latency and loss apply to the whole network (madsim has
-//! one latency range and one loss rate); while several overlap, the network gets the worst of
-//! them. TODO(disk-latency): slow syncs need an asynchronous disk API, so they
-//! are recorded as not applied. Clock faults reach only nodes whose clock the harness owns.
+//! Faults of one kind on one target overlap independently: link rules add up on a link they
+//! share and each heal lifts only its own rule; a disk gets the worst of the disk faults in
+//! force on it. Not applied (and said so in the trace): a fault on a node the harness does not
+//! know, a clock fault on a node whose clock it does not own, a disk fault on a node without a
+//! simulated disk. Two clock faults overlapping on one node add their steps, and the first to
+//! heal puts the clock back to true time.
 
-use std::collections::BTreeMap;
-use std::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_faults::{grudge, DiskFault, Fault, FaultKind, Schedule};
+use chat_faults::{grudge, DiskFault, Fault, FaultKind, LinkTarget, Schedule};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::SimDisk;
+use chat_system::env::link::{self, LinkFault, LinkScope};
 use chat_system::net::runtime_instant;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 
 use crate::recorder::Recorder;
 
-/// The simulator's default link latency, restored when a latency fault heals.
-const LATENCY_DEFAULT: Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
-
-/// What the nemesis can reach: the runtime, and each node's disk and clock.
+/// What the nemesis can reach: the runtime, and each node's address, disk and clock.
 pub struct Nemesis<'a> {
     /// The simulation.
     pub handle: &'a Handle,
+    /// Every node's address by name: link faults are kept by address.
+    pub ips: &'a BTreeMap<String, IpAddr>,
     /// Disks by node name.
     pub disks: &'a BTreeMap<String, SimDisk>,
     /// Clocks by node name.
@@ -41,34 +45,8 @@ pub struct Nemesis<'a> {
     pub recorder: &'a Recorder,
     /// Per node, set when the node stopped itself (a ring node whose disk failed).
     pub stopped: &'a BTreeMap<String, Arc<AtomicBool>>,
-    /// The latency and loss faults in force, by schedule index: the network gets the worst
-    /// of them, so one healing does not cancel another that overlaps it.
-    pub network: std::cell::RefCell<ActiveNetwork>,
     /// The start of the run.
     pub start: Instant,
-}
-
-/// Latency (delay, jitter) and loss faults in force, by schedule index.
-#[derive(Debug, Default)]
-pub struct ActiveNetwork {
-    latency: BTreeMap<usize, (u64, u64)>,
-    loss: BTreeMap<usize, f64>,
-}
-
-impl ActiveNetwork {
-    /// Sets the simulated network to the worst of what is in force (the defaults if nothing).
-    fn apply(&self) -> String {
-        let delay_ms = self.latency.values().map(|(d, _)| *d).max().unwrap_or(0);
-        let jitter_ms = self.latency.values().map(|(_, j)| *j).max().unwrap_or(0);
-        let rate = self.loss.values().copied().fold(0.0, f64::max);
-        let low = LATENCY_DEFAULT.start + Duration::from_millis(delay_ms);
-        let high = LATENCY_DEFAULT.end + Duration::from_millis(delay_ms + jitter_ms);
-        NetSim::current().update_config(|c| {
-            c.send_latency = low..high;
-            c.packet_loss_rate = rate;
-        });
-        format!("network now: latency {low:?}..{high:?}, loss {rate} (on every link)")
-    }
 }
 
 impl Nemesis<'_> {
@@ -88,51 +66,17 @@ impl Nemesis<'_> {
             let at = runtime_instant(self.start + Duration::from_millis(at_ms));
             tokio::time::sleep_until(at).await;
             let fault = &schedule.faults[index];
-            let action = match &fault.kind {
-                FaultKind::Latency {
-                    delay_ms,
-                    jitter_ms,
-                    ..
-                } => {
-                    let mut network = self.network.borrow_mut();
-                    if start {
-                        network.latency.insert(index, (*delay_ms, *jitter_ms));
-                    } else {
-                        network.latency.remove(&index);
-                    }
-                    let verb = if start {
-                        "latency fault"
-                    } else {
-                        "latency fault healed"
-                    };
-                    format!("{verb} {index}; {}", network.apply())
-                }
-                FaultKind::Loss { rate, .. } => {
-                    let mut network = self.network.borrow_mut();
-                    if start {
-                        network.loss.insert(index, *rate);
-                    } else {
-                        network.loss.remove(&index);
-                    }
-                    let verb = if start {
-                        "loss fault"
-                    } else {
-                        "loss fault healed"
-                    };
-                    format!(
-                        "{verb} {index} (TCP stalls and retransmits); {}",
-                        network.apply()
-                    )
-                }
-                _ if start => self.begin(schedule, fault),
-                _ => self.heal(fault),
+            let action = if start {
+                self.begin(schedule, index, fault)
+            } else {
+                self.heal(schedule, index, fault)
             };
             self.recorder.fault(action);
         }
     }
 
     /// After the schedule: restarts every node that stopped itself (a ring node whose disk
-    /// failed), as an operator would, and puts the network back to its defaults.
+    /// failed), as an operator would, and lifts every link fault.
     pub fn heal_all(&self) {
         for (node, stopped) in self.stopped {
             if stopped.swap(false, Ordering::Relaxed) {
@@ -141,17 +85,15 @@ impl Nemesis<'_> {
                     .fault(format!("restart {node} (it had stopped)"));
             }
         }
-        let mut network = self.network.borrow_mut();
-        *network = ActiveNetwork::default();
-        network.apply();
+        link::reset();
     }
 
     fn node_id(&self, name: &str) -> Option<madsim::task::NodeId> {
         self.handle.get_node(name).map(|node| node.id())
     }
 
-    /// Starts `fault`; what was done, for the trace.
-    fn begin(&self, schedule: &Schedule, fault: &Fault) -> String {
+    /// Starts `fault`, number `index` of the schedule; what was done, for the trace.
+    fn begin(&self, schedule: &Schedule, index: usize, fault: &Fault) -> String {
         match &fault.kind {
             FaultKind::Crash { node, .. } => self.crash(schedule, fault.at_ms, node),
             FaultKind::Pause { node, duration_ms } => {
@@ -167,7 +109,28 @@ impl Nemesis<'_> {
                 let cut = self.links(&grudge(shape, *one_way, nodes), true);
                 format!("partition {shape:?} one_way={one_way}: {cut} links cut")
             }
-            FaultKind::Latency { .. } | FaultKind::Loss { .. } => String::new(),
+            FaultKind::Latency {
+                delay_ms,
+                jitter_ms,
+                ..
+            } => {
+                let fault_on_link = LinkFault {
+                    delay: Duration::from_millis(*delay_ms),
+                    jitter: Duration::from_millis(*jitter_ms),
+                    loss_rate: 0.0,
+                };
+                let what = format!("+{delay_ms} ms, jitter up to {jitter_ms} ms");
+                self.link_fault(index, fault, fault_on_link, "latency", &what)
+            }
+            FaultKind::Loss { rate, .. } => {
+                let fault_on_link = LinkFault {
+                    loss_rate: *rate,
+                    ..LinkFault::default()
+                };
+                let percent = rate * 100.0;
+                let what = format!("{percent:.1}% of segments lost (TCP stalls and retransmits)");
+                self.link_fault(index, fault, fault_on_link, "loss", &what)
+            }
             FaultKind::Clock {
                 node,
                 offset_us,
@@ -181,12 +144,14 @@ impl Nemesis<'_> {
                 }
                 None => format!("not applied: {node} has no clock the harness owns"),
             },
-            FaultKind::Disk { node, disk, .. } => self.disk_fault(node, disk, true),
+            FaultKind::Disk { node, disk, .. } => {
+                self.disk_fault(schedule, index, node, disk, true)
+            }
         }
     }
 
-    /// Ends `fault`; what was done, for the trace.
-    fn heal(&self, fault: &Fault) -> String {
+    /// Ends `fault`, number `index` of the schedule; what was done, for the trace.
+    fn heal(&self, schedule: &Schedule, index: usize, fault: &Fault) -> String {
         match &fault.kind {
             FaultKind::Crash { node, .. } => {
                 self.handle.restart(node.as_str());
@@ -205,7 +170,14 @@ impl Nemesis<'_> {
                 let mended = self.links(&grudge(shape, *one_way, nodes), false);
                 format!("heal partition {shape:?}: {mended} links restored")
             }
-            FaultKind::Latency { .. } | FaultKind::Loss { .. } => String::new(),
+            FaultKind::Latency { .. } | FaultKind::Loss { .. } => {
+                let verb = if link::clear(index as u64) {
+                    "healed"
+                } else {
+                    "was not applied"
+                };
+                format!("{} fault {index} {verb}", fault.kind_name())
+            }
             FaultKind::Clock { node, .. } => match self.clocks.get(node) {
                 Some(clock) => {
                     clock.set_drift_ppm(0);
@@ -214,7 +186,9 @@ impl Nemesis<'_> {
                 }
                 None => format!("not applied: {node} has no clock the harness owns"),
             },
-            FaultKind::Disk { node, disk, .. } => self.disk_fault(node, disk, false),
+            FaultKind::Disk { node, disk, .. } => {
+                self.disk_fault(schedule, index, node, disk, false)
+            }
         }
     }
 
@@ -243,21 +217,62 @@ impl Nemesis<'_> {
         )
     }
 
-    fn disk_fault(&self, node: &str, fault: &DiskFault, begin: bool) -> String {
+    /// Starts or ends disk fault `index` on `node`; the disk gets the worst of the faults
+    /// in force on it then, so one fault's end does not cancel another that overlaps it.
+    fn disk_fault(
+        &self,
+        schedule: &Schedule,
+        index: usize,
+        node: &str,
+        fault: &DiskFault,
+        begin: bool,
+    ) -> String {
         let Some(disk) = self.disks.get(node) else {
             return format!("not applied: {node} has no simulated disk");
         };
+
+        // The other disk faults on this node in force at this moment.
+        let now_ms = schedule.faults[index]
+            .heal_ms()
+            .filter(|_| !begin)
+            .unwrap_or(schedule.faults[index].at_ms);
+        let others: Vec<&DiskFault> = (schedule.faults.iter().enumerate())
+            .filter(|(i, f)| *i != index && f.active_at(now_ms))
+            .filter_map(|(_, f)| match &f.kind {
+                FaultKind::Disk { node: n, disk, .. } if n == node => Some(disk),
+                _ => None,
+            })
+            .collect();
+        let other_delay_ms = others.iter().filter_map(|d| match d {
+            DiskFault::SlowSync { delay_ms } => Some(*delay_ms),
+            _ => None,
+        });
+        let other_delay_ms = other_delay_ms.max().unwrap_or(0);
+        let other_fails = others.iter().any(|d| matches!(d, DiskFault::FailSync));
+
         match (fault, begin) {
             (DiskFault::FailSync, true) => {
                 disk.fail_syncs(u64::MAX);
                 format!("disk {node}: every sync fails")
             }
+            (DiskFault::FailSync, false) if other_fails => {
+                format!("disk {node}: syncs still fail (another fault)")
+            }
             (DiskFault::FailSync, false) => {
                 disk.fail_syncs(0);
                 format!("disk {node}: syncs succeed again")
             }
-            (DiskFault::SlowSync { .. }, _) => {
-                format!("not applied: slow syncs on {node} need an asynchronous disk")
+            (DiskFault::SlowSync { delay_ms }, true) => {
+                let worst_ms = other_delay_ms.max(*delay_ms);
+                disk.set_sync_delay(Duration::from_millis(worst_ms));
+                format!("disk {node}: every sync takes {worst_ms} ms longer")
+            }
+            (DiskFault::SlowSync { .. }, false) => {
+                disk.set_sync_delay(Duration::from_millis(other_delay_ms));
+                match other_delay_ms {
+                    0 => format!("disk {node}: syncs at full speed again"),
+                    ms => format!("disk {node}: every sync takes {ms} ms longer (another fault)"),
+                }
             }
             (DiskFault::LoseUnsynced | DiskFault::TornWrite { .. }, true) => {
                 format!("disk {node}: a crash now loses unsynced writes ({fault:?})")
@@ -265,6 +280,53 @@ impl Nemesis<'_> {
             (DiskFault::LoseUnsynced | DiskFault::TornWrite { .. }, false) => {
                 format!("disk {node}: {fault:?} window over")
             }
+        }
+    }
+
+    /// Puts fault `index`'s rule on the links it names in the link fault table; what was
+    /// done, for the trace.
+    fn link_fault(
+        &self,
+        index: usize,
+        fault: &Fault,
+        on_link: LinkFault,
+        kind: &str,
+        what: &str,
+    ) -> String {
+        let Some(target) = fault.link_target() else {
+            return format!("not applied: {kind} fault {index} names no links");
+        };
+        let ip = |name: &String| self.ips.get(name).copied().ok_or(name.clone());
+        let scope = match target {
+            LinkTarget::Every => Ok(LinkScope::Every),
+            LinkTarget::Nodes(nodes) => nodes
+                .iter()
+                .map(ip)
+                .collect::<Result<BTreeSet<IpAddr>, String>>()
+                .map(LinkScope::Nodes),
+            LinkTarget::Links { links, one_way } => {
+                let mut directed = BTreeSet::new();
+                let mut unknown = None;
+                for [from, to] in links {
+                    match (ip(from), ip(to)) {
+                        (Ok(a), Ok(b)) => {
+                            directed.insert((a, b));
+                            if !one_way {
+                                directed.insert((b, a));
+                            }
+                        }
+                        (Err(name), _) | (_, Err(name)) => unknown = Some(name),
+                    }
+                }
+                unknown.map_or(Ok(LinkScope::Links(directed)), Err)
+            }
+        };
+        match scope {
+            Ok(scope) => {
+                link::set(index as u64, scope, on_link);
+                format!("{kind} fault {index} on {}: {what}", target.describe())
+            }
+            Err(name) => format!("not applied: {kind} fault {index} names unknown node {name}"),
         }
     }
 

@@ -164,6 +164,11 @@ impl RingCluster {
         }
     }
 
+    /// Node `index`'s disk (the harness's handle on it: faults set here reach the node).
+    pub fn disk(&self, index: usize) -> SimDisk {
+        self.disks[&node_name(index)].clone()
+    }
+
     /// Node `index`'s clock.
     pub fn clock(&self, index: usize) -> NodeClock {
         self.clocks[&node_name(index)].clone()

@@ -5,7 +5,9 @@
 //! simulated user; the members of each guild alternate between the API nodes, so concurrent
 //! sends to one channel come through different API nodes. Each ring node keeps a
 //! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
-//! bytes do not. The nemesis, on the harness's own node, applies the fault schedule.
+//! bytes do not; every node but `client` reads a [`NodeClock`] the harness owns. The nemesis,
+//! on the harness's own node, applies the fault schedule; link faults live in this thread's
+//! table (`chat_system::env::link`), emptied before and after every run.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -273,9 +275,12 @@ fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
     let errors = Arc::new(std::sync::Mutex::new(InvariantErrors::default()));
     RUN_ERRORS.with(|run| *run.borrow_mut() = Some(errors.clone()));
 
+    // Link faults live per thread; a run starts and ends with none.
+    chat_system::env::link::reset();
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
     let (history, trace, events, convergence) = runtime.block_on(supervise(scenario.clone()));
+    chat_system::env::link::reset();
     RUN_ERRORS.with(|run| *run.borrow_mut() = None);
     let invariant_errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     RunOutput {
@@ -356,13 +361,15 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
             async move { data::run(listen(addr).await, store).await }
         });
     }
-    let (t, d, beat) = (
+    let (t, d, beat, clock) = (
         topology.clone(),
         directory.clone(),
         scenario.heartbeat_interval_ms,
+        env.clock("gateway"),
     );
     host(&handle, "gateway", topology.gateway_http.ip(), move || {
-        let config = t.gateway_config(copy(&d), beat);
+        let mut config = t.gateway_config(copy(&d), beat);
+        config.clock = clock.clone();
         let (http, rpc) = (t.gateway_http, t.gateway_rpc);
         async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
     });
@@ -396,13 +403,14 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     });
 
     // 4. The faults; then, with everything healed, repair and compare every replica.
+    let ips = node_ips(&topology);
     let nemesis = Nemesis {
         handle: &handle,
+        ips: &ips,
         disks: &env.disks,
         clocks: &env.clocks,
         recorder: &recorder,
         stopped: &env.stopped,
-        network: std::cell::RefCell::default(),
         start,
     };
     nemesis.run(&scenario.schedule).await;
@@ -430,6 +438,25 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     tokio::time::sleep_until(end).await;
     let (history, trace, events) = recorder.snapshot();
     (history, trace, events, convergence)
+}
+
+/// Every node's address by name, as the nemesis keeps link faults.
+pub fn node_ips(topology: &Topology) -> BTreeMap<String, IpAddr> {
+    let mut ips = BTreeMap::new();
+    let roles = [
+        ("ring", &topology.ring),
+        ("api", &topology.api),
+        ("guild", &topology.guild),
+        ("data", &topology.data),
+    ];
+    for (role, addrs) in roles {
+        for (index, addr) in addrs.iter().enumerate() {
+            ips.insert(format!("{role}-{}", index + 1), addr.ip());
+        }
+    }
+    ips.insert("gateway".to_string(), topology.gateway_http.ip());
+    ips.insert("client".to_string(), ip(9, 1));
+    ips
 }
 
 /// How long before the end of a run the replicas are repaired and compared.

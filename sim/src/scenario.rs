@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use chat_faults::{DiskFault, FaultKind, Profile, Roles, Schedule, Swarm};
+use chat_faults::{FaultKind, Profile, Roles, Schedule, Swarm};
 use chat_reports::checks::CheckConfig;
 use chat_system::ring::engine::EngineConfig;
 use chat_system::ring::node::engine_config;
@@ -490,14 +490,9 @@ impl Scenario {
                 }
             }
             // Faults the harness cannot apply are left out (each fault is independent of the
-            // others, so the rest stay as drawn): disks exist only on ring nodes, clocks only
-            // on the nodes whose clock the harness owns, and slow syncs not at all.
-            // TODO(disk-latency): slow syncs, once the disk API is asynchronous.
+            // others, so the rest stay as drawn): disks exist only on ring nodes.
             schedule.faults.retain(|fault| match &fault.kind {
-                FaultKind::Disk { node, disk, .. } => {
-                    node.starts_with("ring-") && !matches!(disk, DiskFault::SlowSync { .. })
-                }
-                FaultKind::Clock { node, .. } => node != "gateway",
+                FaultKind::Disk { node, .. } => node.starts_with("ring-"),
                 _ => true,
             });
             self.schedule = schedule;

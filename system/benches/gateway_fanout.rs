@@ -120,6 +120,7 @@ mod bench {
             heartbeat_interval_ms: 60_000,
             resume_gateway_url: format!("ws://{ws_addr}/gateway"),
             node_index: 0,
+            clock: chat_system::env::clock::NodeClock::new(),
         };
         tokio::spawn(GatewayHandle::new(config, limits).serve(http, rpc));
         (ws_addr, rpc_addr)

@@ -171,6 +171,7 @@ impl Topology {
             heartbeat_interval_ms,
             resume_gateway_url: self.gateway_url(),
             node_index: 0,
+            clock: NodeClock::new(),
         }
     }
 }

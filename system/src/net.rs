@@ -2,8 +2,10 @@
 //! timer built on the runtime's clock, an HTTP/1.1 accept loop, and a one-shot HTTP client.
 //!
 //! Everything here uses `tokio` as the workspace names it, so it is madsim's simulated TCP and
-//! time under `--cfg madsim` and real tokio otherwise. Not provided: TLS, HTTP/2, connection
-//! pooling in the HTTP client.
+//! time under `--cfg madsim` and real tokio otherwise. Every connection of the system goes
+//! through [`FlushIfDirty`], which under the simulator also applies the link faults of
+//! [`crate::env::link`] (latency, jitter and loss per link) to what it reads. Not provided:
+//! TLS, HTTP/2, connection pooling in the HTTP client.
 
 use std::future::Future;
 use std::io;
@@ -22,24 +24,53 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long a server waits for a request head before closing the connection.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The link faults a connection's reads go through: the simulator's, or nothing at all.
+#[cfg(madsim)]
+type ReadLink = Option<crate::env::link::DelayedReads>;
+#[cfg(not(madsim))]
+type ReadLink = ();
+
 pin_project_lite::pin_project! {
     /// Forwards `poll_flush` only after a non-empty write. The simulated stream sends even an
     /// empty buffer on flush and fails once the peer is gone, which turns every clean close into
     /// a reset; real sockets lose nothing by skipping an empty flush.
+    ///
+    /// Under the simulator it also holds back what it reads as the faults on the link from
+    /// the peer allow ([`crate::env::link`]); under the real runtime reads go straight through.
     #[derive(Debug)]
     pub struct FlushIfDirty<S> {
         #[pin]
         inner: S,
         dirty: bool,
+        link: ReadLink,
     }
 }
 
-impl<S> FlushIfDirty<S> {
+/// A stream that knows which link it reads from: the peer's address and its own.
+pub trait LinkEnds {
+    /// `(peer, local)` addresses, if the stream knows them.
+    fn link_ends(&self) -> Option<(SocketAddr, SocketAddr)>;
+}
+
+impl LinkEnds for TcpStream {
+    fn link_ends(&self) -> Option<(SocketAddr, SocketAddr)> {
+        Some((self.peer_addr().ok()?, self.local_addr().ok()?))
+    }
+}
+
+impl<S: LinkEnds> FlushIfDirty<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
+        #[cfg(madsim)]
+        let link = inner
+            .link_ends()
+            .map(|(peer, local)| crate::env::link::DelayedReads::new(peer.ip(), local.ip()));
+        #[cfg(not(madsim))]
+        let link = ();
         Self {
             inner,
             dirty: false,
+            link,
         }
     }
 }
@@ -50,7 +81,12 @@ impl<S: AsyncRead> AsyncRead for FlushIfDirty<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let this = self.project();
+        #[cfg(madsim)]
+        if let Some(link) = this.link {
+            return link.poll_read(this.inner, cx, buf);
+        }
+        this.inner.poll_read(cx, buf)
     }
 }
 

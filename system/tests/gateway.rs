@@ -95,6 +95,7 @@ impl Server {
             heartbeat_interval_ms: HEARTBEAT_MS,
             resume_gateway_url: format!("ws://{ws}/gateway"),
             node_index: 3,
+            clock: chat_system::env::clock::NodeClock::new(),
         };
         let handle = GatewayHandle::new(config, limits);
         tokio::spawn(handle.clone().serve(http, rpc));

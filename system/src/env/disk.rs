@@ -8,9 +8,19 @@
 //!
 //! [`SimDisk::fail_syncs`] makes syncs fail, as a failing device does.
 //!
+//! [`SimDisk::set_sync_delay`] makes syncs slow, as a worn or overloaded device does. The trait
+//! stays synchronous: a sync's bytes are durable when the call returns, and the device reports
+//! through [`Disk::syncs_done_at`] when it will have finished the syncs asked of it so far. It
+//! works them off one after another, each taking the delay, so a sync asked for while another
+//! is still running finishes a delay after that one. The caller awaits that moment on the
+//! runtime's clock before it treats the sync as done (the storage engine holds back the
+//! acknowledgment). A real disk's fsync already took its time when it returns, so
+//! [`RealDisk`] reports nothing.
+//!
 //! Not modelled: directories (names are flat), metadata durability apart from data (a rename or
-//! remove is durable at once), full disks.
-//! TODO(disk-latency): slow syncs need an asynchronous disk API; the trait is synchronous.
+//! remove is durable at once), full disks, slow reads and writes (only syncs slow down), and a
+//! crash in the middle of a slow sync losing its bytes (they are durable once the call
+//! returns; the write was not acknowledged yet, so keeping it is allowed).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,6 +44,12 @@ pub trait Disk: Send + Sync + 'static {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Removes `name`.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// When the device will have finished every sync asked of it so far, if that is still
+    /// ahead: a slow device's syncs cost time the caller must wait out. `None` when every
+    /// sync was complete on return, as on a real disk (the default).
+    fn syncs_done_at(&self) -> Option<tokio::time::Instant> {
+        None
+    }
 }
 
 fn check_name(name: &str) -> io::Result<()> {
@@ -176,6 +192,15 @@ pub struct SimDisk {
     files: Arc<Mutex<BTreeMap<String, SimFile>>>,
     /// Syncs still to fail (a disk fault); each failed sync leaves its writes pending.
     sync_failures: Arc<std::sync::atomic::AtomicU64>,
+    /// How long each sync takes on top of the call (a slow-sync fault), and until when the
+    /// device is busy with the syncs asked of it so far.
+    slow: Arc<Mutex<SlowDevice>>,
+}
+
+#[derive(Debug, Default)]
+struct SlowDevice {
+    sync_delay: std::time::Duration,
+    busy_until: Option<tokio::time::Instant>,
 }
 
 impl SimDisk {
@@ -235,6 +260,23 @@ impl SimDisk {
             .store(count, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Makes every later sync take `delay` longer (zero: syncs are instant again). Syncs the
+    /// device is already working off keep the time they were given.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.slow_device().sync_delay = delay;
+    }
+
+    /// The delay each sync currently takes.
+    pub fn sync_delay(&self) -> std::time::Duration {
+        self.slow_device().sync_delay
+    }
+
+    fn slow_device(&self) -> MutexGuard<'_, SlowDevice> {
+        self.slow
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Bytes written but not yet synced, over all files.
     pub fn pending_bytes(&self) -> u64 {
         let files = self.lock();
@@ -286,7 +328,21 @@ impl Disk for SimDisk {
         for (offset, bytes) in pending {
             SimFile::apply(&mut file.durable, offset, &bytes);
         }
+        drop(files);
+
+        // A slow device queues this sync behind the ones it is still working off.
+        let mut slow = self.slow_device();
+        if !slow.sync_delay.is_zero() {
+            let now = tokio::time::Instant::now();
+            let start = slow.busy_until.filter(|busy| *busy > now).unwrap_or(now);
+            slow.busy_until = Some(start + slow.sync_delay);
+        }
         Ok(())
+    }
+
+    fn syncs_done_at(&self) -> Option<tokio::time::Instant> {
+        let busy_until = self.slow_device().busy_until?;
+        (busy_until > tokio::time::Instant::now()).then_some(busy_until)
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -367,6 +423,39 @@ mod tests {
         assert_eq!(disk.pending_bytes(), 3);
         disk.sync("log").unwrap();
         assert_eq!(disk.pending_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_syncs_queue_one_delay_after_another() {
+        let disk = SimDisk::new();
+        disk.append("log", b"abc").unwrap();
+        disk.sync("log").unwrap();
+        assert_eq!(disk.syncs_done_at(), None, "a healthy disk owes nothing");
+
+        // Two syncs asked for at once: the second finishes a delay after the first.
+        disk.set_sync_delay(std::time::Duration::from_millis(200));
+        let start = tokio::time::Instant::now();
+        disk.sync("log").unwrap();
+        assert_eq!(disk.syncs_done_at(), Some(start + ms(200)));
+        disk.sync("log").unwrap();
+        assert_eq!(disk.syncs_done_at(), Some(start + ms(400)));
+        assert_eq!(disk.pending_bytes(), 0, "the bytes are durable at once");
+
+        // Once the device is idle, a sync costs one delay from when it is asked for.
+        tokio::time::sleep(ms(500)).await;
+        assert_eq!(disk.syncs_done_at(), None);
+        let asked = tokio::time::Instant::now();
+        disk.sync("log").unwrap();
+        assert_eq!(disk.syncs_done_at(), Some(asked + ms(200)));
+
+        // Healed, later syncs cost nothing; the one already running keeps its time.
+        disk.set_sync_delay(std::time::Duration::ZERO);
+        disk.sync("log").unwrap();
+        assert_eq!(disk.syncs_done_at(), Some(asked + ms(200)));
+    }
+
+    fn ms(n: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(n)
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The environment seam: the two things a node reads from its host that madsim does not model
-//! per node, a wall clock and a disk.
+//! The environment seam: what a node gets from its host that madsim does not model per node or
+//! per link: a wall clock, a disk, and (in the simulator) the faults of its links.
 //!
 //! - [`clock::NodeClock`] is the node's wall clock: the runtime's time plus the node's own
 //!   offset and drift. Under madsim the runtime's time is virtual, so a clock fault shifts
@@ -8,7 +8,12 @@
 //!   until `sync`. [`disk::RealDisk`] is files and fsync; [`disk::SimDisk`] keeps durable and
 //!   pending bytes per node and drops the pending ones when the node crashes.
 //!
+//! - [`link`] (simulator only) holds latency, jitter and loss per link, which madsim models
+//!   only for the whole network; every connection's reads go through it.
+//!
 //! Code under `system/` reads time and touches storage only through this module.
 
 pub mod clock;
 pub mod disk;
+#[cfg(madsim)]
+pub mod link;

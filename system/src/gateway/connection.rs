@@ -331,8 +331,9 @@ impl Conn {
             }
         };
         let (node_index, bounds) = (self.gateway.config.node_index, self.gateway.bounds());
+        let issued_ms = self.gateway.config.clock.now_ms();
         let user_id = new.user_id;
-        let attached = self.gateway.hub().open(new, node_index, bounds);
+        let attached = self.gateway.hub().open(new, node_index, issued_ms, bounds);
         tracing::info!(user = user_id, session_id = %attached.session_id, "session_ready");
         Ok(attached)
     }

@@ -199,12 +199,20 @@ impl Hub {
         self.sessions.values().filter(|s| s.link.is_some()).count()
     }
 
-    /// Registers a session and queues READY (s = 1) and its GUILD_CREATEs.
-    pub fn open(&mut self, new: NewSession, node_index: u64, bounds: HubBounds) -> Attached {
+    /// Registers a session issued by gateway `node_index` at `issued_ms` on its clock, and
+    /// queues READY (s = 1) and its GUILD_CREATEs.
+    pub fn open(
+        &mut self,
+        new: NewSession,
+        node_index: u64,
+        issued_ms: i64,
+        bounds: HubBounds,
+    ) -> Attached {
         // 1. The session, attached to this connection.
         self.next_session += 1;
         self.next_conn += 1;
-        let (session_id, conn) = (session_id(node_index, self.next_session), self.next_conn);
+        let session_id = session_id(node_index, issued_ms, self.next_session);
+        let conn = self.next_conn;
         let mut session = Session {
             user_id: new.user_id,
             token: new.token,
@@ -515,18 +523,36 @@ fn without_content(data: &Value) -> String {
     data.to_string()
 }
 
-/// A session id: 32 hex digits, unique per gateway node, derived without randomness.
-fn session_id(node_index: u64, counter: u64) -> String {
+/// A session id: 32 hex digits, derived without randomness. The first 16 are a scramble of
+/// the gateway node's session counter, the next 4 the node's index, the last 12 the ms (since
+/// the Unix epoch, on the gateway's clock) it was issued at. The counter starts again when
+/// the gateway restarts; the time keeps a new incarnation's ids apart from the old one's, as
+/// long as the clock does not step back onto a millisecond the old one used.
+fn session_id(node_index: u64, issued_ms: i64, counter: u64) -> String {
     let mix = |mut z: u64| {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
+    let issued = u64::try_from(issued_ms).unwrap_or(0) & SESSION_TIME_MASK;
     format!(
-        "{:016x}{:016x}",
-        mix(node_index),
-        mix(counter ^ (node_index << 48))
+        "{:016x}{:04x}{issued:012x}",
+        mix(counter ^ (node_index << 48)),
+        node_index & 0xffff,
     )
+}
+
+/// The 48 bits of a session id that hold its issue time.
+const SESSION_TIME_MASK: u64 = (1 << 48) - 1;
+
+/// When a session id of this gateway was issued, in ms since the Unix epoch on the clock of
+/// the gateway that issued it; `None` for an id not of this form.
+pub fn session_issued_ms(session_id: &str) -> Option<i64> {
+    if session_id.len() != 32 || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let issued = u64::from_str_radix(session_id.get(20..)?, 16).ok()?;
+    i64::try_from(issued).ok()
 }
 
 #[cfg(test)]
@@ -560,7 +586,35 @@ mod tests {
             ready: json!({}),
             guild_creates: vec![json!({"id": "1"})],
         };
-        hub.open(new, 0, BOUNDS)
+        hub.open(new, 0, ISSUED_MS, BOUNDS)
+    }
+
+    const ISSUED_MS: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_session_id_carries_its_issue_time_so_a_restarted_gateway_issues_new_ones() {
+        let mut before = Hub::default();
+        let first = open(&mut before, 1, ALL).session_id;
+        assert_eq!(first.len(), 32);
+        assert_eq!(session_issued_ms(&first), Some(ISSUED_MS));
+        assert_eq!(&first[16..20], "0000", "gateway node 0");
+
+        // A restarted gateway counts from 1 again, a second later on its clock.
+        let mut after = Hub::default();
+        let new = NewSession {
+            user_id: 1,
+            token: "token-1".into(),
+            intents: ALL,
+            shard: None,
+            guilds: BTreeSet::from([1]),
+            ready: json!({}),
+            guild_creates: Vec::new(),
+        };
+        let second = after.open(new, 0, ISSUED_MS + 1_000, BOUNDS).session_id;
+        assert_eq!(session_issued_ms(&second), Some(ISSUED_MS + 1_000));
+        assert_eq!(first[..16], second[..16], "the same counter");
+        assert_ne!(first, second);
+        assert_eq!(session_issued_ms("not-an-id"), None);
     }
 
     fn drain(attached: &mut Attached) -> Vec<(u64, String)> {
@@ -704,6 +758,7 @@ mod tests {
                 guild_creates: Vec::new(),
             },
             0,
+            ISSUED_MS,
             BOUNDS,
         );
         // Guild 4 << 22 is on shard 0 of 2: only the unsharded session takes it.

@@ -26,7 +26,9 @@
 //! lets the gateway drop a batch it already took when a guild resends it, and a new epoch (a
 //! restarted guild process, which may have lost what it had queued) invalidates every
 //! session of that guild instead of leaving it with a silent gap. Time is `tokio::time`, so
-//! the simulator controls heartbeats, rate windows and resume windows.
+//! the simulator controls heartbeats, rate windows and resume windows. The one wall-time read,
+//! a session id's issue time ([`session_issued_ms`]), comes from the node's own
+//! [`NodeClock`], so clock faults reach it.
 //!
 //! Not modelled: zlib or zstd compression, ETF, presence, voice, member requests, direct
 //! messages, `GET /gateway/bot`'s session start limits.
@@ -52,8 +54,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::directory::SharedDirectory;
+use crate::env::clock::NodeClock;
 use crate::rpc::serve_rpc;
 pub use connection::guild_create;
+pub use hub::session_issued_ms;
 use hub::{Hub, HubBounds};
 pub use protocol::{close, intents, op, Close};
 
@@ -114,6 +118,9 @@ pub struct GatewayConfig {
     pub resume_gateway_url: String,
     /// Distinguishes this gateway's session ids from other gateways'.
     pub node_index: u64,
+    /// This node's wall clock: session ids carry the time they were issued at. Timers
+    /// (heartbeat deadlines, resume windows, rate windows) use the runtime's monotonic time.
+    pub clock: NodeClock,
 }
 
 /// The gateway's limits; [`Default`] gives Discord's documented values.

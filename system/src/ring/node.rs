@@ -6,7 +6,8 @@
 //!
 //! As replica it applies a write to its engine under the engine's lock, compacts if a bucket
 //! of tables is due, releases the lock and acknowledges once the engine's sync mode allows
-//! ([`DurableWatch::wait_ack`]); [`run_sync`] runs beside the server to drive periodic and
+//! ([`DurableWatch::wait_ack`]), after a slow device has finished the syncs the write made
+//! ([`wait_out_slow_sync`]); [`run_sync`] runs beside the server to drive periodic and
 //! group syncs. Tombstone purging measures gc grace on the node's clock.
 //!
 //! Range tombstones on the wire, the only protocol changes they brought:
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use super::engine::{run_sync, DurableWatch, Engine, EngineConfig, SyncMode};
+use super::engine::{run_sync, wait_out_slow_sync, DurableWatch, Engine, EngineConfig, SyncMode};
 use super::failure_detector::FailureDetector;
 use super::gossip::{next_generation, run_gossip, seeded_chooser, GossipConfig, GossipMessage};
 use super::gossip::{Gossiper, SharedGossiper};
@@ -254,10 +255,14 @@ impl OpenRingNode {
                 served?;
             }
         }
-        let mut engine = engine.lock().await;
-        let rows_flushed = engine.memtable_rows();
-        let generation = engine.flush()?;
-        engine.sync()?;
+        let (rows_flushed, generation, slow) = {
+            let mut engine = engine.lock().await;
+            let rows_flushed = engine.memtable_rows();
+            let generation = engine.flush()?;
+            engine.sync()?;
+            (rows_flushed, generation, engine.take_slow_sync())
+        };
+        wait_out_slow_sync(&engine, slow).await;
         Ok(StopReport {
             rows_flushed,
             generation,
@@ -364,16 +369,20 @@ impl RingNode {
     }
 
     pub(super) async fn apply_local(&self, mutation: Mutation) -> RingResponse {
-        // Apply (and compact if due) under the lock; wait for durability outside it.
+        // Apply (and compact if due) under the lock; wait for durability outside it, first
+        // for a slow device to finish the syncs this write made.
         let applied = {
             let mut engine = self.engine.lock().await;
             engine.apply_mutation(mutation).and_then(|position| {
                 engine.compact(self.clock.now_us())?;
-                Ok(position)
+                Ok((position, engine.take_slow_sync()))
             })
         };
         let acknowledged = match applied {
-            Ok(position) => self.durable.wait_ack(position).await,
+            Ok((position, slow)) => {
+                wait_out_slow_sync(&self.engine, slow).await;
+                self.durable.wait_ack(position).await
+            }
             Err(error) => Err(error),
         };
         match acknowledged {

@@ -25,6 +25,14 @@
 //!
 //! A flush also makes durable everything it covers, whatever the mode.
 //!
+//! A slow device ([`Disk::syncs_done_at`], a slow-sync fault): a sync's bytes are durable when
+//! the call returns, but the engine announces them durable only once the device has finished,
+//! so nothing waiting on durability (a batch or group write's acknowledgment) goes ahead
+//! early. The sync leaves a [`SlowSync`] behind; whoever made it takes it under the same lock
+//! ([`Engine::take_slow_sync`]) and passes it to [`wait_out_slow_sync`], which waits on the
+//! runtime's clock without the lock, so reads and other writes go on meanwhile, and then
+//! announces it. Periodic mode acknowledges at once and so does not slow down.
+//!
 //! Driving it from async code: the disk calls stay synchronous, inside `&mut self` methods, so
 //! the node keeps the engine in a `tokio::sync::Mutex`. It applies under the lock, releases
 //! it, then awaits [`DurableWatch::wait_ack`] on a handle taken once from
@@ -240,6 +248,8 @@ pub struct Engine {
     durable: watch::Sender<DurableState>,
     /// Woken on each append in group mode, for [`run_sync`].
     pending: Arc<Notify>,
+    /// A sync the device is still working off, not yet announced durable.
+    slow_sync: Option<SlowSync>,
     /// Whether the tables changed since compaction last found nothing to do.
     compaction_due: bool,
     stats: EngineStats,
@@ -335,6 +345,7 @@ impl Engine {
             next_generation,
             durable,
             pending: Arc::new(Notify::new()),
+            slow_sync: None,
             compaction_due: true,
             stats: EngineStats::default(),
         };
@@ -386,6 +397,23 @@ impl Engine {
         }
     }
 
+    /// Announces `durable` at once, or, while the device is still working off its syncs, keeps
+    /// it as a [`SlowSync`] for whoever made the sync to wait out.
+    fn made_durable(&mut self, durable: LogPosition) {
+        let Some(done_at) = self.disk.syncs_done_at() else {
+            self.publish_durable(durable);
+            return;
+        };
+        let durable = self.slow_sync.map_or(durable, |s| s.durable.max(durable));
+        self.slow_sync = Some(SlowSync { durable, done_at });
+    }
+
+    /// The sync the device is still working off, if the last disk call left one; the caller
+    /// passes it to [`wait_out_slow_sync`].
+    pub fn take_slow_sync(&mut self) -> Option<SlowSync> {
+        self.slow_sync.take()
+    }
+
     fn publish_durable(&mut self, durable: LogPosition) {
         self.durable.send_if_modified(|s| {
             let advanced = s.durable < durable;
@@ -435,7 +463,7 @@ impl Engine {
             self.stats.log_syncs += 1;
         }
         let durable = self.log.sync().map_err(|e| self.fail(e))?;
-        self.publish_durable(durable);
+        self.made_durable(durable);
         Ok(durable)
     }
 
@@ -474,7 +502,7 @@ impl Engine {
         self.memtable.clear();
         self.memtable_ranges.clear();
         let durable = self.log.discard_flushed().map_err(|e| self.fail(e))?;
-        self.publish_durable(durable);
+        self.made_durable(durable);
         self.stats.flushes += 1;
         self.compaction_due = true;
         Ok(Some(generation))
@@ -704,6 +732,24 @@ impl Engine {
     }
 }
 
+/// A sync whose bytes are on the disk while the device still works it off: durable up to
+/// `durable` once `done_at` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowSync {
+    /// The log position the sync covers.
+    pub durable: LogPosition,
+    /// When the device is done with it, on the runtime's clock.
+    pub done_at: tokio::time::Instant,
+}
+
+/// Waits until the device has finished `slow` (without holding the engine), then announces
+/// its position durable; nothing to do for `None`.
+pub async fn wait_out_slow_sync(engine: &Mutex<Engine>, slow: Option<SlowSync>) {
+    let Some(slow) = slow else { return };
+    tokio::time::sleep_until(slow.done_at).await;
+    engine.lock().await.publish_durable(slow.durable);
+}
+
 /// Drives the commit log's syncs for the engine's mode; the node runs it beside its server.
 /// In batch mode there is nothing to drive and it never returns; otherwise it returns only
 /// when a sync fails, after which the engine refuses writes.
@@ -716,19 +762,28 @@ pub async fn run_sync(engine: Arc<Mutex<Engine>>) -> io::Result<()> {
         SyncMode::Batch => std::future::pending().await,
         SyncMode::Periodic { period_ms } => loop {
             tokio::time::sleep(Duration::from_millis(period_ms)).await;
-            engine.lock().await.sync()?;
+            let slow = synced(&engine).await?;
+            wait_out_slow_sync(&engine, slow).await;
         },
         SyncMode::Group { window_ms } => loop {
             // 1. Wait for a write that is not yet durable.
             pending.notified().await;
 
-            // 2. Sync it, with every write that arrived meanwhile.
-            engine.lock().await.sync()?;
+            // 2. Sync it, with every write that arrived meanwhile, as slowly as the device is.
+            let slow = synced(&engine).await?;
+            wait_out_slow_sync(&engine, slow).await;
 
             // 3. Hold the next sync off for a window; the writes arriving meanwhile share it.
             tokio::time::sleep(Duration::from_millis(window_ms)).await;
         },
     }
+}
+
+/// Syncs the engine's log; the sync the device still works off, if any.
+async fn synced(engine: &Mutex<Engine>) -> io::Result<Option<SlowSync>> {
+    let mut engine = engine.lock().await;
+    engine.sync()?;
+    Ok(engine.take_slow_sync())
 }
 
 #[cfg(test)]
@@ -947,6 +1002,85 @@ mod tests {
         assert_eq!(disk.crash(None).writes_dropped, 1);
         let (reopened, _) = open(&disk, config(PERIODIC));
         assert_eq!(ids(reopened.rows()), vec![1]);
+    }
+
+    /// `elapsed` is `expected_ms` (the simulator's clock also moves a few ns per poll).
+    fn assert_near(elapsed: Duration, expected_ms: u64) {
+        let expected = Duration::from_millis(expected_ms);
+        assert!(
+            elapsed >= expected && elapsed - expected < Duration::from_millis(1),
+            "{elapsed:?}, expected {expected:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_device_holds_batch_acknowledgments_back_one_delay_per_sync() {
+        let disk = SimDisk::new();
+        let (engine, _) = open(&disk, config(BATCH));
+        let watch = engine.durable_watch();
+        let engine = Arc::new(Mutex::new(engine));
+        disk.set_sync_delay(Duration::from_millis(200));
+        let start = tokio::time::Instant::now();
+
+        // 1. Two writes at once: both on the disk, neither announced durable yet.
+        let (first, first_slow) = {
+            let mut engine = engine.lock().await;
+            (
+                engine.apply(live(1, 1, "a")).unwrap(),
+                engine.take_slow_sync(),
+            )
+        };
+        let (second, second_slow) = {
+            let mut engine = engine.lock().await;
+            (
+                engine.apply(live(2, 1, "b")).unwrap(),
+                engine.take_slow_sync(),
+            )
+        };
+        assert_eq!(disk.pending_bytes(), 0);
+        assert_eq!(watch.durable(), LogPosition(0));
+        assert_eq!(
+            first_slow.map(|s| s.done_at - start),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            second_slow.map(|s| s.done_at - start),
+            Some(Duration::from_millis(400))
+        );
+
+        // 2. Each is acknowledged when the device has finished its sync, the second a delay
+        //    after the first.
+        wait_out_slow_sync(&engine, first_slow).await;
+        watch.wait_ack(first).await.unwrap();
+        assert_near(start.elapsed(), 200);
+        assert_eq!(watch.durable(), first);
+        wait_out_slow_sync(&engine, second_slow).await;
+        watch.wait_ack(second).await.unwrap();
+        assert_near(start.elapsed(), 400);
+
+        // 3. Healed, a write is durable and announced on return.
+        disk.set_sync_delay(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut engine = engine.lock().await;
+        let third = engine.apply(live(3, 1, "c")).unwrap();
+        assert_eq!(engine.take_slow_sync(), None);
+        assert_eq!(watch.durable(), third);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn group_mode_on_a_slow_device_acknowledges_when_the_device_is_done() {
+        let disk = SimDisk::new();
+        let (engine, _) = open(&disk, config(GROUP));
+        let watch = engine.durable_watch();
+        let engine = Arc::new(Mutex::new(engine));
+        let syncer = tokio::spawn(run_sync(engine.clone()));
+        disk.set_sync_delay(Duration::from_millis(300));
+        let start = tokio::time::Instant::now();
+
+        let first = engine.lock().await.apply(live(1, 1, "a")).unwrap();
+        watch.wait_ack(first).await.unwrap();
+        assert_near(start.elapsed(), 300);
+        syncer.abort();
     }
 
     #[tokio::test(start_paused = true)]
