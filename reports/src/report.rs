@@ -16,6 +16,12 @@
 //! `ops`, `ok`, `fast`, `availability`) and `check_config` (objective, deadline per operation
 //! kind, window, liveness bounds). `availability` now also counts an answer later than its
 //! deadline as a failure.
+//!
+//! Version 3 added, keeping every version 2 field: `node_load`, per node name (`ring-1`,
+//! `api-2`, `gateway`, ...), the requests that node served: `total`, `by_kind` (what it
+//! counts as a request, see the simulator's node load) and `per_second` (requests served in
+//! each second of simulated time, index 0 the first). A report of an older version reads
+//! with no node loads.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +34,7 @@ use crate::checks::{
 use crate::history::{AppliedFault, History, OpKind, Outcome};
 
 /// The report schema's version; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Exit status of a run that passed.
 pub const EXIT_PASS: i32 = 0;
@@ -67,6 +73,17 @@ pub struct LatencyMs {
     pub max: f64,
 }
 
+/// What one node served, as its own counter saw it (not as clients saw it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Every request it served.
+    pub total: u64,
+    /// Requests by kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Requests served in each second of simulated time; index 0 is the run's first.
+    pub per_second: Vec<u64>,
+}
+
 /// What the harness knows about a run beyond its history.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -93,6 +110,8 @@ pub struct RunInfo {
     /// Checks the harness made itself rather than from the history: `invariants` (error-level
     /// events the cluster logged) and `convergence` (replicas' Merkle roots after repair).
     pub harness_checks: BTreeMap<String, CheckResult>,
+    /// What each node served, by node name.
+    pub node_load: BTreeMap<String, NodeLoad>,
 }
 
 /// The report.
@@ -148,6 +167,9 @@ pub struct Report {
     pub profile: Option<Profile>,
     /// Faults as applied.
     pub faults: Vec<AppliedFault>,
+    /// What each node served, by node name (schema 3; empty in older reports).
+    #[serde(default)]
+    pub node_load: BTreeMap<String, NodeLoad>,
 }
 
 fn count(history: &History, is_send: bool) -> OpCounts {
@@ -259,6 +281,7 @@ impl Report {
             schedule: info.schedule,
             profile: info.profile,
             faults: history.faults.clone(),
+            node_load: info.node_load,
         }
     }
 
@@ -363,6 +386,7 @@ mod tests {
             check_config: CheckConfig::default(),
             replay_command: "cargo chatsim run --seed 7".into(),
             harness_checks: BTreeMap::new(),
+            node_load: BTreeMap::new(),
         }
     }
 
@@ -426,7 +450,7 @@ mod tests {
         assert_eq!(report.time_compression, 30.0);
 
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["schema_version"], 2);
+        assert_eq!(json["schema_version"], 3);
         assert_eq!(json["availability_windows"][0]["ops"], 2);
         assert_eq!(json["checks"]["durability"]["violations"], 0);
         assert_eq!(json["trace_hash"].as_str().unwrap().len(), 16);

@@ -131,6 +131,7 @@ fn write_outputs(
             windows: &report.availability_windows,
             objective: report.availability_objective,
             duration_ms: scenario.duration_ms,
+            node_load: &report.node_load,
         };
         for path in plots::write_all(&input, dir)? {
             if let Some(name) = path.file_name() {

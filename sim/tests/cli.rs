@@ -152,7 +152,7 @@ fn the_report_keeps_its_contract() {
     let report = run_to("5", tmp.path());
 
     // The fields scripts and CI read, with their types.
-    assert_eq!(report["schema_version"], 2);
+    assert_eq!(report["schema_version"], 3);
     assert_eq!(report["seed"], 5);
     assert_eq!(report["scenario"], "smoke");
     let hash = report["trace_hash"]

@@ -186,9 +186,21 @@ impl DataService {
 
 /// Runs a data-service node on `listener`, reading from `store`.
 pub async fn run(listener: TcpListener, store: StoreClient) {
+    serve(listener, store, None).await;
+}
+
+/// Runs a data-service node on `listener`, counting each history read it serves into `load`.
+pub async fn run_counted(listener: TcpListener, store: StoreClient, load: crate::load::NodeLoad) {
+    serve(listener, store, Some(load)).await;
+}
+
+async fn serve(listener: TcpListener, store: StoreClient, load: Option<crate::load::NodeLoad>) {
     let service = DataService::new(store);
     tracing::info!("data_node_started");
     serve_rpc(listener, move |request: DataRequest| {
+        if let (Some(load), DataRequest::History { .. }) = (&load, &request) {
+            load.served("history_read");
+        }
         service.clone().handle(request)
     })
     .await;

@@ -181,6 +181,22 @@ pub enum GuildRequest {
     },
 }
 
+impl GuildRequest {
+    /// The kind a guild node's load counts this request as (pings are not counted).
+    pub fn load_kind(&self) -> Option<&'static str> {
+        match self {
+            GuildRequest::CreateMessage { .. } => Some("create_message"),
+            GuildRequest::EditMessage { .. } => Some("edit_message"),
+            GuildRequest::DeleteMessage { .. } => Some("delete_message"),
+            GuildRequest::CreateGuild { .. }
+            | GuildRequest::CreateChannel { .. }
+            | GuildRequest::AddMember { .. } => Some("directory"),
+            GuildRequest::Release { .. } => Some("release"),
+            GuildRequest::Ping => None,
+        }
+    }
+}
+
 /// The guild role's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum GuildResponse {
@@ -295,6 +311,15 @@ struct GuildNode {
 
 /// Runs the guild role on `listener`.
 pub async fn run(listener: TcpListener, config: GuildConfig) {
+    serve(listener, config, None).await;
+}
+
+/// Runs the guild role on `listener`, counting the requests it serves into `load`.
+pub async fn run_counted(listener: TcpListener, config: GuildConfig, load: crate::load::NodeLoad) {
+    serve(listener, config, Some(load)).await;
+}
+
+async fn serve(listener: TcpListener, config: GuildConfig, load: Option<crate::load::NodeLoad>) {
     assert!(
         config.index < config.nodes.len() && config.nodes.len() <= GUILD_NODES_MAX,
         "guild node {} of {} (at most {GUILD_NODES_MAX})",
@@ -341,6 +366,9 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
     // 3. Serve.
     serve_rpc(listener, move |request: GuildRequest| {
         let node = node.clone();
+        if let (Some(load), Some(kind)) = (&load, request.load_kind()) {
+            load.served(kind);
+        }
         async move { node.handle(request).await }
     })
     .await;

@@ -137,6 +137,33 @@ pub async fn run(listener: TcpListener, config: ApiConfig) {
     crate::net::serve_http(listener, router(config)).await;
 }
 
+/// [`run`], counting every HTTP request the node serves into `load`, by method.
+pub async fn run_counted(listener: TcpListener, config: ApiConfig, load: crate::load::NodeLoad) {
+    tokio::spawn(catch_up_at_start(
+        config.directory.clone(),
+        config.store.clone(),
+    ));
+    let router = router(config).layer(middleware::from_fn_with_state(load, count_request));
+    crate::net::serve_http(listener, router).await;
+}
+
+async fn count_request(
+    State(load): State<crate::load::NodeLoad>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let kind = match *request.method() {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PATCH => "patch",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    load.served(kind);
+    next.run(request).await
+}
+
 /// Tries a few times to read the directory log; a node that cannot still catches up on its
 /// first miss.
 async fn catch_up_at_start(directory: SharedDirectory, store: StoreClient) {
