@@ -85,6 +85,18 @@ pub struct Op {
     /// read), not workload traffic: availability leaves it out.
     #[serde(default)]
     pub verification: bool,
+    /// For a send retried with the same nonce: when its first attempt was invoked. The
+    /// attempts are one send to the checkers that reason about when a message was asked for
+    /// (causality); each attempt is still an operation the server had to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_invoked_ns: Option<u64>,
+}
+
+impl Op {
+    /// When the operation was first asked for: its first attempt's invocation.
+    pub fn first_invoked_ns(&self) -> u64 {
+        self.first_invoked_ns.unwrap_or(self.invoked_ns)
+    }
 }
 
 /// One gateway session of one client.

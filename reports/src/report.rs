@@ -404,6 +404,7 @@ mod tests {
                     completed_ns: 2_000_000,
                     outcome: Outcome::Sent { message_id: 42 },
                     verification: false,
+                    first_invoked_ns: None,
                 },
                 Op {
                     client: 1,
@@ -418,6 +419,7 @@ mod tests {
                         message_ids: vec![42],
                     },
                     verification: false,
+                    first_invoked_ns: None,
                 },
             ],
             deliveries: vec![Delivery {

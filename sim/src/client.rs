@@ -45,6 +45,8 @@ const RATE_LIMIT_RETRIES_MAX: usize = 3;
 /// Reconnect backoff doubles from the minimum up to this cap (then ±50% jitter), so a client
 /// is back within seconds of a gateway returning.
 const BACKOFF_MS_MAX: u64 = 5_000;
+/// A send's retry waits this long (doubling per attempt, then ±50% jitter).
+const RETRY_BACKOFF_MS: u64 = 250;
 /// Mean gap between the sends of a burst.
 const BURST_GAP_MS_MEAN: u64 = 1_000;
 /// How long opening a gateway connection (TCP and the WebSocket handshake) may take.
@@ -291,18 +293,22 @@ impl UserClient {
         }
     }
 
-    /// Sends one message, retrying a timeout or 5xx with the same nonce (and
-    /// `enforce_nonce`) as many times as the workload allows; every attempt is recorded.
+    /// Sends one message, retrying a timeout or 5xx with the same nonce and
+    /// `enforce_nonce` as many times as the workload allows, after a jittered backoff; the
+    /// guild answers a retry of a send it already made with that message. Every attempt is
+    /// recorded, retries with their first attempt's invocation time.
     async fn send(&self, channel_id: u64, nonce: String, length: usize) {
         let retries = self.scenario.workload.send_retries;
+        let mut first_invoked_ns = None;
         for attempt in 0..=retries {
+            if attempt > 0 {
+                tokio::time::sleep(jitter(RETRY_BACKOFF_MS << attempt.min(6))).await;
+            }
             let invoked_ns = self.recorder.now_ns();
             let mut body = json!({
                 "content": "x".repeat(length.clamp(1, 2000)),
                 "nonce": nonce,
             });
-            // TODO(api-nonce): today's API refuses `enforce_nonce` as an unknown field, so
-            // retries (off in every built-in scenario) fail until it dedups by nonce.
             if attempt > 0 {
                 body["enforce_nonce"] = json!(true);
             }
@@ -335,10 +341,12 @@ impl UserClient {
                 completed_ns: self.recorder.now_ns(),
                 outcome,
                 verification: false,
+                first_invoked_ns,
             });
             if !retry || self.workload_over() {
                 return;
             }
+            first_invoked_ns.get_or_insert(invoked_ns);
         }
     }
 
@@ -386,6 +394,7 @@ impl UserClient {
             completed_ns: self.recorder.now_ns(),
             outcome,
             verification,
+            first_invoked_ns: None,
         });
         ids
     }

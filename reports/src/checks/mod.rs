@@ -255,6 +255,7 @@ pub(crate) mod build {
             completed_ns: at + 5,
             outcome: Outcome::Sent { message_id },
             verification: false,
+            first_invoked_ns: None,
         }
     }
 
@@ -272,6 +273,7 @@ pub(crate) mod build {
                 message_ids: ids.to_vec(),
             },
             verification: false,
+            first_invoked_ns: None,
         }
     }
 

@@ -357,10 +357,12 @@ pub fn causality(history: &History) -> CheckResult {
             .enumerate()
             .filter(|(_, op)| op.client == client)
             .filter_map(|(index, op)| match (op.outcome.clone(), &op.kind) {
+                // A retried send asked for its message at its first attempt, whose id
+                // the retry is answered with.
                 (Outcome::Sent { message_id }, OpKind::Send { channel_id, .. })
                     if *channel_id == channel =>
                 {
-                    Some((op.invoked_ns, index, message_id))
+                    Some((op.first_invoked_ns(), index, message_id))
                 }
                 _ => None,
             })
@@ -667,6 +669,31 @@ mod tests {
         let result = causality(&history);
         assert_eq!(result.violations, 1, "{result:?}");
         assert_eq!(result.witnesses[0].keys(), vec![("op", 0), ("op", 1)]);
+    }
+
+    #[test]
+    fn causality_takes_a_retried_send_as_asked_for_at_its_first_attempt() {
+        // Client 1's send timed out at 0..10 (its message got id 150), then it saw 200 at
+        // 20 ns, then its retry with the same nonce at 30 was answered with 150.
+        let mut first = send(1, 7, 0, 150);
+        first.outcome = Outcome::TimedOut;
+        let mut retry = send(1, 7, 30, 150);
+        retry.kind = first.kind.clone();
+        retry.first_invoked_ns = Some(0);
+        let history = History {
+            ops: vec![first, retry.clone()],
+            sessions: vec![session(1, 0, vec![7])],
+            deliveries: vec![message(0, 2, 7, 200, 20)],
+            ..History::default()
+        };
+        assert_eq!(causality(&history), CheckResult::default());
+
+        // Taken as a send of its own, asked for at 30, it would be flagged.
+        let mut alone = history;
+        alone.ops[1].first_invoked_ns = None;
+        let result = causality(&alone);
+        assert_eq!(result.violations, 1, "{result:?}");
+        assert_eq!(result.witnesses[0].keys(), vec![("delivery", 0), ("op", 1)]);
     }
 
     #[test]
