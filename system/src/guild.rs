@@ -119,6 +119,9 @@ pub enum GuildRequest {
         /// [`nonce::NONCE_WINDOW_MS`] answers the first message instead of making another.
         #[serde(default)]
         enforce_nonce: bool,
+        /// For a reply: the message it answers, which must exist in the channel.
+        #[serde(default)]
+        referenced_message_id: Option<u64>,
     },
     /// Replace a message's content (the API checked membership; the guild checks authorship).
     EditMessage {
@@ -167,6 +170,28 @@ pub enum GuildRequest {
         /// Who joins.
         user_id: u64,
     },
+    /// Add `user_id`'s reaction with `emoji` to a message (the API checked membership).
+    AddReaction {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Who reacts.
+        user_id: u64,
+        /// A unicode emoji or `name:id`.
+        emoji: String,
+    },
+    /// Remove `user_id`'s reaction with `emoji` from a message.
+    RemoveReaction {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Whose reaction.
+        user_id: u64,
+        /// A unicode emoji or `name:id`.
+        emoji: String,
+    },
     /// Is this node up? (Asked by a node behind it on some guild's successor list.)
     Ping,
     /// The sender serves (or served) `guild_id` in `epoch`: a process of the guild in an
@@ -187,6 +212,9 @@ impl GuildRequest {
         match self {
             GuildRequest::CreateMessage { .. } => Some("create_message"),
             GuildRequest::EditMessage { .. } => Some("edit_message"),
+            GuildRequest::AddReaction { .. } | GuildRequest::RemoveReaction { .. } => {
+                Some("reaction")
+            }
             GuildRequest::DeleteMessage { .. } => Some("delete_message"),
             GuildRequest::CreateGuild { .. }
             | GuildRequest::CreateChannel { .. }
@@ -228,6 +256,10 @@ pub enum GuildResponse {
     NotOwner,
     /// The answer to [`GuildRequest::Ping`].
     Pong,
+    /// A reaction was added or removed (or already was).
+    Reacted,
+    /// A reply's `referenced_message_id` names no message of the channel.
+    UnknownReference,
     /// The answer to [`GuildRequest::Release`].
     Released,
 }
@@ -383,10 +415,16 @@ impl GuildNode {
                 content,
                 nonce,
                 enforce_nonce,
+                referenced_message_id,
             } => {
                 let nonce = nonce.map(|nonce| (nonce, enforce_nonce));
-                self.create_message(channel_id, author_id, content, nonce)
-                    .await
+                let message = changes::NewMessage {
+                    channel_id,
+                    author_id,
+                    content,
+                    referenced_message_id,
+                };
+                self.create_message(message, nonce).await
             }
             GuildRequest::Ping => GuildResponse::Pong,
             GuildRequest::Release {
@@ -608,11 +646,15 @@ impl GuildNode {
 
     async fn create_message(
         self: &Arc<Self>,
-        channel_id: u64,
-        author_id: u64,
-        content: String,
+        new: changes::NewMessage,
         nonce: Option<(String, bool)>,
     ) -> GuildResponse {
+        let changes::NewMessage {
+            channel_id,
+            author_id,
+            content,
+            referenced_message_id,
+        } = new;
         let started = tokio::time::Instant::now();
         let Some(guild_id) = self.guild_of_channel(channel_id).await else {
             return GuildResponse::UnknownChannel;
@@ -631,6 +673,11 @@ impl GuildNode {
                 return answer;
             }
         }
+        if let Some(referenced) = referenced_message_id {
+            if let Some(refused) = self.check_reference(channel_id, referenced).await {
+                return refused;
+            }
+        }
         let nonce = nonce.map(|(nonce, _enforced)| nonce);
         let message_id = self.ids.lock().await.next_id();
         let message = StoredMessage {
@@ -641,6 +688,8 @@ impl GuildNode {
             content,
             nonce,
             edited_ms: None,
+            referenced_message_id,
+            reactions: Vec::new(),
         };
 
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.

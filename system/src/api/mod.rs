@@ -104,6 +104,10 @@ pub fn router(config: ApiConfig) -> Router {
             "/api/v10/channels/{channel_id}/messages/{message_id}",
             patch(messages::edit).delete(messages::delete),
         )
+        .route(
+            "/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+            put(messages::react).delete(messages::unreact),
+        )
         .route("/api/v10/guilds", post(guilds::create_guild))
         .route("/api/v10/guilds/{guild_id}", get(guilds::get_guild))
         .route(
@@ -210,7 +214,8 @@ async fn current_user(Extension(user): Extension<User>) -> Json<serde_json::Valu
 /// parameter (`/api/v10/channels/{id}` → the channel id).
 fn route_of(method: &Method, matched: &str) -> Route {
     let messages = matched.starts_with("/api/v10/channels/");
-    let one_message = matched.ends_with("{message_id}");
+    // A reaction counts against the edit bucket of its message.
+    let one_message = matched.ends_with("{message_id}") || matched.ends_with("/@me");
     match (messages, one_message, method.as_str()) {
         (true, false, "POST") => Route::MessageCreate,
         (true, false, _) => Route::MessageRead,
