@@ -21,6 +21,25 @@ pub enum OpKind {
         channel_id: u64,
         /// The nonce the client attached.
         nonce: String,
+        /// For a reply: the message it answers (`message_reference`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// `PATCH /channels/{channel_id}/messages/{message_id}`: a new content.
+    Edit {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+    },
+    /// `PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me`.
+    React {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// The emoji.
+        emoji: String,
     },
     /// `GET /channels/{channel_id}/messages?limit=…[&before=…]`.
     Read {
@@ -37,7 +56,20 @@ impl OpKind {
     /// The channel the operation is about.
     pub fn channel_id(&self) -> u64 {
         match self {
-            OpKind::Send { channel_id, .. } | OpKind::Read { channel_id, .. } => *channel_id,
+            OpKind::Send { channel_id, .. }
+            | OpKind::Read { channel_id, .. }
+            | OpKind::Edit { channel_id, .. }
+            | OpKind::React { channel_id, .. } => *channel_id,
+        }
+    }
+
+    /// The kind's name, as reports count operations: `send`, `read`, `edit` or `react`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Send { .. } => "send",
+            OpKind::Read { .. } => "read",
+            OpKind::Edit { .. } => "edit",
+            OpKind::React { .. } => "react",
         }
     }
 }
@@ -66,6 +98,8 @@ pub enum Outcome {
     },
     /// No answer within the client's deadline; the outcome is unknown.
     TimedOut,
+    /// An edit or a reaction was answered with success.
+    Done,
 }
 
 /// One operation of one client.

@@ -20,8 +20,9 @@
 //! Version 3 added, keeping every version 2 field: `node_load`, per node name (`ring-1`,
 //! `api-2`, `gateway`, ...), the requests that node served: `total`, `by_kind` (what it
 //! counts as a request, see the simulator's node load) and `per_second` (requests served in
-//! each second of simulated time, index 0 the first). A report of an older version reads
-//! with no node loads.
+//! each second of simulated time, index 0 the first); `edits` and `reactions`, counted as
+//! `operations` and `reads` are (a trace replay makes them). `operations` counts every
+//! attempt of a retried send. A report of an older version reads with none of these.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::checks::{
     availability_stats, check_all, CheckClass, CheckConfig, CheckResult, Window, CHECKS,
 };
-use crate::history::{AppliedFault, History, OpKind, Outcome};
+use crate::history::{AppliedFault, History, Outcome};
 
 /// The report schema's version; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 3;
@@ -170,18 +171,22 @@ pub struct Report {
     /// What each node served, by node name (schema 3; empty in older reports).
     #[serde(default)]
     pub node_load: BTreeMap<String, NodeLoad>,
+    /// Message edits (schema 3).
+    #[serde(default)]
+    pub edits: OpCounts,
+    /// Reactions added (schema 3).
+    #[serde(default)]
+    pub reactions: OpCounts,
 }
 
-fn count(history: &History, is_send: bool) -> OpCounts {
+/// The counts of the operations of one kind (see [`OpKind::name`]).
+fn count(history: &History, kind: &str) -> OpCounts {
     let mut counts = OpCounts::default();
-    let ops = history
-        .ops
-        .iter()
-        .filter(|op| matches!(op.kind, OpKind::Send { .. }) == is_send);
+    let ops = history.ops.iter().filter(|op| op.kind.name() == kind);
     for op in ops {
         counts.sent += 1;
         match op.outcome {
-            Outcome::Sent { .. } | Outcome::Read { .. } => counts.acked += 1,
+            Outcome::Sent { .. } | Outcome::Read { .. } | Outcome::Done => counts.acked += 1,
             Outcome::Failed { .. } => counts.failed += 1,
             Outcome::TimedOut => counts.timed_out += 1,
         }
@@ -241,8 +246,8 @@ impl Report {
         let mut checks = check_all(history, &info.check_config);
         checks.extend(info.harness_checks.clone());
         let exit_code = exit_code(&checks);
-        let operations = count(history, true);
-        let reads = count(history, false);
+        let operations = count(history, "send");
+        let reads = count(history, "read");
         let stats = availability_stats(history, &info.check_config);
         let deliveries = history
             .deliveries
@@ -282,6 +287,8 @@ impl Report {
             profile: info.profile,
             faults: history.faults.clone(),
             node_load: info.node_load,
+            edits: count(history, "edit"),
+            reactions: count(history, "react"),
         }
     }
 
@@ -371,7 +378,7 @@ pub fn trace_hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Delivery, Op};
+    use crate::history::{Delivery, Op, OpKind};
 
     fn info() -> RunInfo {
         RunInfo {
@@ -399,6 +406,7 @@ mod tests {
                     kind: OpKind::Send {
                         channel_id: 5,
                         nonce: "a".into(),
+                        reply_to: None,
                     },
                     invoked_ns: 1_000_000,
                     completed_ns: 2_000_000,

@@ -250,6 +250,7 @@ pub(crate) mod build {
             kind: OpKind::Send {
                 channel_id,
                 nonce: format!("n{at}"),
+                reply_to: None,
             },
             invoked_ns: at,
             completed_ns: at + 5,

@@ -31,7 +31,7 @@ fn known_messages(history: &History) -> Known {
                     learn(op.kind.channel_id(), id, op.completed_ns, index);
                 }
             }
-            Outcome::Failed { .. } | Outcome::TimedOut => {}
+            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Done => {}
         }
     }
     known
@@ -326,9 +326,7 @@ pub fn causality(history: &History) -> CheckResult {
             Outcome::Read { message_ids } => message_ids,
             _ => &[],
         };
-        let channel_id = match op.kind {
-            OpKind::Send { channel_id, .. } | OpKind::Read { channel_id, .. } => channel_id,
-        };
+        let channel_id = op.kind.channel_id();
         if let Some(&top) = ids.iter().max() {
             observed
                 .entry((op.client, channel_id))
@@ -397,6 +395,7 @@ pub fn causality(history: &History) -> CheckResult {
 mod tests {
     use super::*;
     use crate::checks::build::{event, message, read, resumed, send, session};
+    use crate::history::Op;
 
     #[test]
     fn durability_flags_an_acknowledged_message_missing_from_a_later_read() {
@@ -575,6 +574,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let history = History {
             ops: vec![send(1, 7, 0, 100), retry, send(1, 7, 30, 200)],
@@ -591,6 +591,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let mut first = message(0, 1, 7, 100, 10);
         let mut second = message(0, 2, 7, 101, 30);
@@ -618,6 +619,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let history = History {
             ops: vec![send(1, 7, 0, 100), retry, read(1, 7, 40, 10, &[101, 101])],
@@ -669,6 +671,74 @@ mod tests {
         let result = causality(&history);
         assert_eq!(result.violations, 1, "{result:?}");
         assert_eq!(result.witnesses[0].keys(), vec![("op", 0), ("op", 1)]);
+    }
+
+    #[test]
+    fn edits_reactions_and_replies_are_neither_duplicates_nor_out_of_order() {
+        // Client 1 sends 100, client 2 replies with 200; 1 edits 100 and 2 reacts to it. The
+        // session sees two creates, then the update of 100 and a reaction to it, which come
+        // after 200 in `s` but are not new messages.
+        let mut reply = send(2, 7, 10, 200);
+        reply.kind = OpKind::Send {
+            channel_id: 7,
+            nonce: "r".into(),
+            reply_to: Some(100),
+        };
+        let done = |client, at, kind| Op {
+            client,
+            kind,
+            invoked_ns: at,
+            completed_ns: at + 5,
+            outcome: Outcome::Done,
+            verification: false,
+            first_invoked_ns: None,
+        };
+        let edit = done(
+            1,
+            20,
+            OpKind::Edit {
+                channel_id: 7,
+                message_id: 100,
+            },
+        );
+        let react = OpKind::React {
+            channel_id: 7,
+            message_id: 100,
+            emoji: "🔥".into(),
+        };
+        let mut update = message(0, 4, 7, 100, 30);
+        update.event = "MESSAGE_UPDATE".into();
+        let mut reaction = event(0, 5, "MESSAGE_REACTION_ADD", 40);
+        reaction.channel_id = Some(7);
+        let history = History {
+            ops: vec![
+                send(1, 7, 0, 100),
+                reply,
+                edit,
+                done(2, 30, react),
+                read(3, 7, 50, 10, &[200, 100]),
+            ],
+            sessions: vec![session(3, 0, vec![7])],
+            deliveries: vec![
+                event(0, 1, "READY", 0),
+                message(0, 2, 7, 100, 6),
+                message(0, 3, 7, 200, 16),
+                update,
+                reaction,
+            ],
+            ..History::default()
+        };
+        let config = crate::checks::CheckConfig::default();
+        let results = crate::checks::check_all(&history, &config);
+        for (name, result) in &results {
+            assert_eq!(result.violations, 0, "{name}: {result:?}");
+        }
+        let stats = crate::checks::availability_stats(&history, &config);
+        assert_eq!(
+            (stats.ops, stats.ok),
+            (5, 5),
+            "edits and reactions are operations"
+        );
     }
 
     #[test]
