@@ -60,7 +60,16 @@ pub fn summary(report: &Report, plots: &[String]) -> String {
     line(String::new());
     line("| kind | sent | ok | failed | timed out |".into());
     line("| --- | ---: | ---: | ---: | ---: |".into());
-    for (name, counts) in [("send", &report.operations), ("read", &report.reads)] {
+    let kinds = [
+        ("send", &report.operations),
+        ("read", &report.reads),
+        ("edit", &report.edits),
+        ("react", &report.reactions),
+    ];
+    for (name, counts) in kinds
+        .into_iter()
+        .filter(|(name, c)| c.sent > 0 || *name == "send")
+    {
         line(format!(
             "| {name} | {} | {} | {} | {} |",
             counts.sent, counts.acked, counts.failed, counts.timed_out

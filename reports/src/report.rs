@@ -328,6 +328,14 @@ impl Report {
             "reads   {} sent, {} ok, {} failed, {} timed out",
             reads.sent, reads.acked, reads.failed, reads.timed_out
         ));
+        for (name, counts) in [("edits", &self.edits), ("reacts", &self.reactions)] {
+            if counts.sent > 0 {
+                line(format!(
+                    "{name:<7} {} sent, {} ok, {} failed, {} timed out",
+                    counts.sent, counts.acked, counts.failed, counts.timed_out
+                ));
+            }
+        }
         let latency = match &self.latency_ms {
             Some(l) => format!(
                 "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

@@ -108,3 +108,25 @@ fn sends_timed_out_in_a_pause_are_retried_with_their_nonce_and_make_one_message_
         );
     }
 }
+
+/// Known wrong: `small` seed 0 with two retries per send. A send's first attempt is held by
+/// a guild node cut off by a partition; its retries reach the node that took the guild over,
+/// which makes the message; the held attempt then makes a second one with the same nonce
+/// (a safety violation). Another send's retry is answered with the message its timed-out
+/// first write stored, which no session ever gets (1,372 delivery violations).
+#[test]
+#[ignore = "TODO(guild-fencing), TODO(nonce-order): retries across a guild takeover duplicate \
+            or go undelivered"]
+fn retries_through_a_guild_takeover_make_one_delivered_message_per_nonce() {
+    let mut scenario = Scenario::load("small").expect("small").resolve(0);
+    scenario.workload.send_retries = 2;
+    let output = chat_sim::runner::run(0, &scenario);
+    let report = output.report(0, &scenario, "replay".into());
+    for check in ["duplicates", "delivery"] {
+        assert_eq!(
+            report.checks[check].violations, 0,
+            "{check}: {:?}",
+            report.checks[check]
+        );
+    }
+}
