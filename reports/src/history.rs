@@ -21,6 +21,25 @@ pub enum OpKind {
         channel_id: u64,
         /// The nonce the client attached.
         nonce: String,
+        /// For a reply: the message it answers (`message_reference`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+    },
+    /// `PATCH /channels/{channel_id}/messages/{message_id}`: a new content.
+    Edit {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+    },
+    /// `PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me`.
+    React {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// The emoji.
+        emoji: String,
     },
     /// `GET /channels/{channel_id}/messages?limit=…[&before=…]`.
     Read {
@@ -37,7 +56,20 @@ impl OpKind {
     /// The channel the operation is about.
     pub fn channel_id(&self) -> u64 {
         match self {
-            OpKind::Send { channel_id, .. } | OpKind::Read { channel_id, .. } => *channel_id,
+            OpKind::Send { channel_id, .. }
+            | OpKind::Read { channel_id, .. }
+            | OpKind::Edit { channel_id, .. }
+            | OpKind::React { channel_id, .. } => *channel_id,
+        }
+    }
+
+    /// The kind's name, as reports count operations: `send`, `read`, `edit` or `react`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Send { .. } => "send",
+            OpKind::Read { .. } => "read",
+            OpKind::Edit { .. } => "edit",
+            OpKind::React { .. } => "react",
         }
     }
 }
@@ -66,6 +98,8 @@ pub enum Outcome {
     },
     /// No answer within the client's deadline; the outcome is unknown.
     TimedOut,
+    /// An edit or a reaction was answered with success.
+    Done,
 }
 
 /// One operation of one client.
@@ -85,6 +119,18 @@ pub struct Op {
     /// read), not workload traffic: availability leaves it out.
     #[serde(default)]
     pub verification: bool,
+    /// For a send retried with the same nonce: when its first attempt was invoked. The
+    /// attempts are one send to the checkers that reason about when a message was asked for
+    /// (causality); each attempt is still an operation the server had to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_invoked_ns: Option<u64>,
+}
+
+impl Op {
+    /// When the operation was first asked for: its first attempt's invocation.
+    pub fn first_invoked_ns(&self) -> u64 {
+        self.first_invoked_ns.unwrap_or(self.invoked_ns)
+    }
 }
 
 /// One gateway session of one client.

@@ -60,7 +60,16 @@ pub fn summary(report: &Report, plots: &[String]) -> String {
     line(String::new());
     line("| kind | sent | ok | failed | timed out |".into());
     line("| --- | ---: | ---: | ---: | ---: |".into());
-    for (name, counts) in [("send", &report.operations), ("read", &report.reads)] {
+    let kinds = [
+        ("send", &report.operations),
+        ("read", &report.reads),
+        ("edit", &report.edits),
+        ("react", &report.reactions),
+    ];
+    for (name, counts) in kinds
+        .into_iter()
+        .filter(|(name, c)| c.sent > 0 || *name == "send")
+    {
         line(format!(
             "| {name} | {} | {} | {} | {} |",
             counts.sent, counts.acked, counts.failed, counts.timed_out
@@ -127,7 +136,29 @@ pub fn summary(report: &Report, plots: &[String]) -> String {
     }
     line(String::new());
 
-    // 4. Faults and plots.
+    // 4. What each node served, by its own count.
+    if !report.node_load.is_empty() {
+        line("## Load per node".into());
+        line(String::new());
+        line("| node | requests | busiest second | by kind |".into());
+        line("| --- | ---: | ---: | --- |".into());
+        for (name, load) in &report.node_load {
+            let busiest = load.per_second.iter().copied().max().unwrap_or(0);
+            let kinds: Vec<String> = load
+                .by_kind
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect();
+            line(format!(
+                "| {name} | {} | {busiest} | {} |",
+                load.total,
+                kinds.join(", ")
+            ));
+        }
+        line(String::new());
+    }
+
+    // 5. Faults and plots.
     line("## Faults as applied".into());
     line(String::new());
     if report.faults.is_empty() {

@@ -3,10 +3,10 @@
 //! per node over time.
 //!
 //! Text is drawn with an embedded DejaVu Sans (through ab_glyph), so no system font library
-//! is needed and the same run draws byte-identical files. Load per node is what the clients
-//! observed of each node they talk to (REST requests the `api` node answered, dispatches the
-//! `gateway` node pushed); ring nodes are not visible from the clients' history.
-//! TODO(node-metrics): ring nodes' load, once the harness samples node counters.
+//! is needed and the same run draws byte-identical files. Load per node is what every node
+//! (ring, guild, data, API, gateway) counted itself serving, per second; a report without
+//! node counts (an older schema) draws what the clients saw instead (REST requests answered,
+//! dispatches pushed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use plotters::prelude::*;
 
 use crate::checks::Window;
 use crate::history::{History, OpKind, Outcome};
+use crate::report::NodeLoad;
 
 /// The font family every label uses.
 const FAMILY: &str = "sans-serif";
@@ -38,6 +39,8 @@ pub struct PlotInput<'a> {
     pub objective: f64,
     /// The run's simulated length.
     pub duration_ms: u64,
+    /// What each node served, by node name; empty if the run did not count.
+    pub node_load: &'a BTreeMap<String, NodeLoad>,
 }
 
 fn register_font() {
@@ -379,12 +382,21 @@ where
     Ok(())
 }
 
-fn load<DB: DrawingBackend>(input: &PlotInput<'_>, area: DrawingArea<DB, Shift>) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    area.fill(&WHITE)?;
+/// The series of the load plot: requests per second per node, or what the clients saw.
+fn load_series(input: &PlotInput<'_>) -> (String, Vec<(String, Vec<u64>)>) {
     let seconds_total = (input.duration_ms / 1000).max(1) as usize + 1;
+    if !input.node_load.is_empty() {
+        let series = input
+            .node_load
+            .iter()
+            .map(|(name, load)| {
+                let mut counts = load.per_second.clone();
+                counts.resize(seconds_total, 0);
+                (format!("{name} ({} requests)", load.total), counts)
+            })
+            .collect();
+        return ("requests each node served".to_string(), series);
+    }
     let mut api = vec![0u64; seconds_total];
     let mut gateway = vec![0u64; seconds_total];
     for op in &input.history.ops {
@@ -399,17 +411,29 @@ where
             *slot += 1;
         }
     }
-    let top = api
+    let series = vec![
+        ("api: requests answered".to_string(), api),
+        ("gateway: dispatches pushed".to_string(), gateway),
+    ];
+    ("load per node, as the clients saw it".to_string(), series)
+}
+
+fn load<DB: DrawingBackend>(input: &PlotInput<'_>, area: DrawingArea<DB, Shift>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let (caption, series) = load_series(input);
+    let top = series
         .iter()
-        .chain(&gateway)
-        .copied()
+        .flat_map(|(_, counts)| counts.iter().copied())
         .max()
         .unwrap_or(1)
         .max(1) as f64
         * 1.1;
     let x_end = input.duration_ms as f64 / 1000.0;
     let mut chart = ChartBuilder::on(&area)
-        .caption("load per node, as the clients saw it", (FAMILY, 20))
+        .caption(caption, (FAMILY, 20))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -421,11 +445,8 @@ where
         .label_style((FAMILY, 12))
         .draw()?;
     shade_faults(&mut chart, input, top)?;
-    let series = [
-        ("api: requests answered", api, BLUE),
-        ("gateway: dispatches pushed", gateway, MAGENTA),
-    ];
-    for (name, counts, color) in series {
+    for (index, (name, counts)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
         let points = counts
             .into_iter()
             .enumerate()
@@ -486,6 +507,7 @@ mod tests {
             windows: &windows,
             objective: 0.9999,
             duration_ms: 5_000,
+            node_load: &BTreeMap::new(),
         };
         let dir = std::env::temp_dir().join(format!("chat-plots-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -493,6 +515,11 @@ mod tests {
         assert_eq!(written.len(), 8);
         let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
         assert!(svg.contains("simulated time (s)"), "axis label drawn");
+        let svg = std::fs::read_to_string(dir.join("load.svg")).unwrap();
+        assert!(
+            svg.contains("as the clients saw it"),
+            "no node counts: the clients' view"
+        );
         assert!(svg.contains("fault active"), "legend for the shaded faults");
 
         // Without faults, no legend entry for them.
@@ -505,6 +532,34 @@ mod tests {
         assert!(!svg.contains("fault active"), "no faults, no legend entry");
         let png = std::fs::read(dir.join("availability.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+
+        // With node counts, one series per node, named with its total.
+        let mut node_load = BTreeMap::new();
+        for (name, per_second) in [("ring-1", vec![3, 4]), ("api-1", vec![1, 0, 2])] {
+            let load = NodeLoad {
+                total: per_second.iter().sum(),
+                by_kind: BTreeMap::from([("any".to_string(), per_second.iter().sum())]),
+                per_second,
+            };
+            node_load.insert(name.to_string(), load);
+        }
+        let counted = PlotInput {
+            node_load: &node_load,
+            ..quiet
+        };
+        let (caption, series) = load_series(&counted);
+        assert_eq!(caption, "requests each node served");
+        assert_eq!(
+            series[0],
+            ("api-1 (3 requests)".to_string(), vec![1, 0, 2, 0, 0, 0])
+        );
+        assert_eq!(
+            series[1],
+            ("ring-1 (7 requests)".to_string(), vec![3, 4, 0, 0, 0, 0])
+        );
+        write_all(&counted, &dir).unwrap();
+        let svg = std::fs::read_to_string(dir.join("load.svg")).unwrap();
+        assert!(svg.contains("ring-1 (7 requests)"), "a ring node's series");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,6 +16,13 @@
 //! `ops`, `ok`, `fast`, `availability`) and `check_config` (objective, deadline per operation
 //! kind, window, liveness bounds). `availability` now also counts an answer later than its
 //! deadline as a failure.
+//!
+//! Version 3 added, keeping every version 2 field: `node_load`, per node name (`ring-1`,
+//! `api-2`, `gateway`, ...), the requests that node served: `total`, `by_kind` (what it
+//! counts as a request, see the simulator's node load) and `per_second` (requests served in
+//! each second of simulated time, index 0 the first); `edits` and `reactions`, counted as
+//! `operations` and `reads` are (a trace replay makes them). `operations` counts every
+//! attempt of a retried send. A report of an older version reads with none of these.
 
 use std::collections::BTreeMap;
 
@@ -25,10 +32,10 @@ use serde::{Deserialize, Serialize};
 use crate::checks::{
     availability_stats, check_all, CheckClass, CheckConfig, CheckResult, Window, CHECKS,
 };
-use crate::history::{AppliedFault, History, OpKind, Outcome};
+use crate::history::{AppliedFault, History, Outcome};
 
 /// The report schema's version; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Exit status of a run that passed.
 pub const EXIT_PASS: i32 = 0;
@@ -67,6 +74,17 @@ pub struct LatencyMs {
     pub max: f64,
 }
 
+/// What one node served, as its own counter saw it (not as clients saw it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Every request it served.
+    pub total: u64,
+    /// Requests by kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Requests served in each second of simulated time; index 0 is the run's first.
+    pub per_second: Vec<u64>,
+}
+
 /// What the harness knows about a run beyond its history.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -93,6 +111,8 @@ pub struct RunInfo {
     /// Checks the harness made itself rather than from the history: `invariants` (error-level
     /// events the cluster logged) and `convergence` (replicas' Merkle roots after repair).
     pub harness_checks: BTreeMap<String, CheckResult>,
+    /// What each node served, by node name.
+    pub node_load: BTreeMap<String, NodeLoad>,
 }
 
 /// The report.
@@ -148,18 +168,25 @@ pub struct Report {
     pub profile: Option<Profile>,
     /// Faults as applied.
     pub faults: Vec<AppliedFault>,
+    /// What each node served, by node name (schema 3; empty in older reports).
+    #[serde(default)]
+    pub node_load: BTreeMap<String, NodeLoad>,
+    /// Message edits (schema 3).
+    #[serde(default)]
+    pub edits: OpCounts,
+    /// Reactions added (schema 3).
+    #[serde(default)]
+    pub reactions: OpCounts,
 }
 
-fn count(history: &History, is_send: bool) -> OpCounts {
+/// The counts of the operations of one kind (see [`OpKind::name`]).
+fn count(history: &History, kind: &str) -> OpCounts {
     let mut counts = OpCounts::default();
-    let ops = history
-        .ops
-        .iter()
-        .filter(|op| matches!(op.kind, OpKind::Send { .. }) == is_send);
+    let ops = history.ops.iter().filter(|op| op.kind.name() == kind);
     for op in ops {
         counts.sent += 1;
         match op.outcome {
-            Outcome::Sent { .. } | Outcome::Read { .. } => counts.acked += 1,
+            Outcome::Sent { .. } | Outcome::Read { .. } | Outcome::Done => counts.acked += 1,
             Outcome::Failed { .. } => counts.failed += 1,
             Outcome::TimedOut => counts.timed_out += 1,
         }
@@ -219,8 +246,8 @@ impl Report {
         let mut checks = check_all(history, &info.check_config);
         checks.extend(info.harness_checks.clone());
         let exit_code = exit_code(&checks);
-        let operations = count(history, true);
-        let reads = count(history, false);
+        let operations = count(history, "send");
+        let reads = count(history, "read");
         let stats = availability_stats(history, &info.check_config);
         let deliveries = history
             .deliveries
@@ -259,6 +286,9 @@ impl Report {
             schedule: info.schedule,
             profile: info.profile,
             faults: history.faults.clone(),
+            node_load: info.node_load,
+            edits: count(history, "edit"),
+            reactions: count(history, "react"),
         }
     }
 
@@ -298,6 +328,14 @@ impl Report {
             "reads   {} sent, {} ok, {} failed, {} timed out",
             reads.sent, reads.acked, reads.failed, reads.timed_out
         ));
+        for (name, counts) in [("edits", &self.edits), ("reacts", &self.reactions)] {
+            if counts.sent > 0 {
+                line(format!(
+                    "{name:<7} {} sent, {} ok, {} failed, {} timed out",
+                    counts.sent, counts.acked, counts.failed, counts.timed_out
+                ));
+            }
+        }
         let latency = match &self.latency_ms {
             Some(l) => format!(
                 "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -348,7 +386,7 @@ pub fn trace_hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Delivery, Op};
+    use crate::history::{Delivery, Op, OpKind};
 
     fn info() -> RunInfo {
         RunInfo {
@@ -363,6 +401,7 @@ mod tests {
             check_config: CheckConfig::default(),
             replay_command: "cargo chatsim run --seed 7".into(),
             harness_checks: BTreeMap::new(),
+            node_load: BTreeMap::new(),
         }
     }
 
@@ -375,11 +414,13 @@ mod tests {
                     kind: OpKind::Send {
                         channel_id: 5,
                         nonce: "a".into(),
+                        reply_to: None,
                     },
                     invoked_ns: 1_000_000,
                     completed_ns: 2_000_000,
                     outcome: Outcome::Sent { message_id: 42 },
                     verification: false,
+                    first_invoked_ns: None,
                 },
                 Op {
                     client: 1,
@@ -394,6 +435,7 @@ mod tests {
                         message_ids: vec![42],
                     },
                     verification: false,
+                    first_invoked_ns: None,
                 },
             ],
             deliveries: vec![Delivery {
@@ -426,7 +468,7 @@ mod tests {
         assert_eq!(report.time_compression, 30.0);
 
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["schema_version"], 2);
+        assert_eq!(json["schema_version"], 3);
         assert_eq!(json["availability_windows"][0]["ops"], 2);
         assert_eq!(json["checks"]["durability"]["violations"], 0);
         assert_eq!(json["trace_hash"].as_str().unwrap().len(), 16);

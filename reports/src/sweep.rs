@@ -3,7 +3,11 @@
 //! replays each failing seed.
 //!
 //! It reads only the seeds' `report.json` (and, for a seed whose process died without one,
-//! its exit status), so sweeps run on many machines (`--shard i/n`) merge the same way.
+//! its exit status), so sweeps run on many machines (`--shard i/n`) merge the same way:
+//! [`merge_shards`] takes the `sweep.json` each machine wrote and refuses shards of different
+//! scenarios, or one seed with two different results, naming the file and the JSON path.
+//! Wall-clock figures (time compression) and replay commands may differ between machines and
+//! are not compared.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -227,6 +231,111 @@ impl SweepReport {
     }
 }
 
+/// One shard's sweep report as a machine wrote it, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// The file it was read from, as errors name it.
+    pub source: String,
+    /// Its report.
+    pub report: SweepReport,
+}
+
+impl Shard {
+    /// Parses the `sweep.json` text read from `source`; an error names the file and the JSON
+    /// path (or line and column) that is wrong.
+    pub fn parse(source: &str, text: &str) -> Result<Self, String> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let report: SweepReport =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner();
+                format!(
+                    "{source}: at JSON path {path} (line {}, column {}): {inner}",
+                    inner.line(),
+                    inner.column()
+                )
+            })?;
+        if report.schema_version > crate::report::SCHEMA_VERSION {
+            return Err(format!(
+                "{source}: at JSON path schema_version: version {} is newer than this build \
+                 reads ({})",
+                report.schema_version,
+                crate::report::SCHEMA_VERSION
+            ));
+        }
+        for (index, seed) in report.seeds.iter().enumerate() {
+            if class_of_exit(seed.exit_code) != seed.class {
+                return Err(format!(
+                    "{source}: at JSON path seeds[{index}].class: {:?} does not match exit \
+                     code {} ({})",
+                    seed.class,
+                    seed.exit_code,
+                    class_of_exit(seed.exit_code)
+                ));
+            }
+        }
+        Ok(Self {
+            source: source.to_string(),
+            report,
+        })
+    }
+}
+
+/// Whether two runs of one seed gave the same result (what a replay must reproduce).
+fn same_result(a: &SeedOutcome, b: &SeedOutcome) -> bool {
+    a.exit_code == b.exit_code
+        && a.class == b.class
+        && a.availability == b.availability
+        && a.trace_hash == b.trace_hash
+        && a.failed_checks == b.failed_checks
+}
+
+/// Merges the sweep reports of several shards (or machines) into one.
+///
+/// Refused, with the file and the JSON path named: no shard at all, shards of different
+/// scenarios, and a seed that two shards ran with different results (a seed is a replay, so
+/// that is a build or machine difference the merged report must not hide). A seed two shards
+/// agree on counts once.
+pub fn merge_shards(shards: &[Shard]) -> Result<SweepReport, String> {
+    let Some(first) = shards.first() else {
+        return Err("no sweep report to merge".to_string());
+    };
+    let mut seen: BTreeMap<u64, (&Shard, usize)> = BTreeMap::new();
+    let mut seeds = Vec::new();
+    for shard in shards {
+        if shard.report.scenario != first.report.scenario {
+            return Err(format!(
+                "{}: at JSON path scenario: {:?}, but {} is a sweep of {:?}",
+                shard.source, shard.report.scenario, first.source, first.report.scenario
+            ));
+        }
+        for (index, seed) in shard.report.seeds.iter().enumerate() {
+            if let Some((other, other_index)) = seen.get(&seed.seed) {
+                let earlier = &other.report.seeds[*other_index];
+                if !same_result(earlier, seed) {
+                    return Err(format!(
+                        "{}: at JSON path seeds[{index}]: seed {} gave {} (exit {}, trace {}), \
+                         but {} at seeds[{other_index}] gave {} (exit {}, trace {})",
+                        shard.source,
+                        seed.seed,
+                        seed.class,
+                        seed.exit_code,
+                        seed.trace_hash.as_deref().unwrap_or("none"),
+                        other.source,
+                        earlier.class,
+                        earlier.exit_code,
+                        earlier.trace_hash.as_deref().unwrap_or("none"),
+                    ));
+                }
+                continue;
+            }
+            seen.insert(seed.seed, (shard, index));
+            seeds.push(seed.clone());
+        }
+    }
+    Ok(SweepReport::merge(&first.report.scenario, seeds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +370,93 @@ mod tests {
         assert!(sweep
             .summary()
             .contains("FAIL seed 4 (crash, exit 6): replay 4"));
+    }
+
+    fn shard(source: &str, scenario: &str, seeds: Vec<SeedOutcome>) -> Shard {
+        let json = serde_json::to_string(&SweepReport::merge(scenario, seeds)).expect("JSON");
+        Shard::parse(source, &json).expect("a valid shard")
+    }
+
+    #[test]
+    fn shards_merge_into_the_report_of_all_their_seeds() {
+        let a = shard(
+            "a/sweep.json",
+            "small",
+            vec![outcome(0, EXIT_PASS, 1.0), outcome(2, EXIT_OBJECTIVE, 0.9)],
+        );
+        let b = shard(
+            "b/sweep.json",
+            "small",
+            vec![outcome(1, EXIT_PASS, 1.0), outcome(3, EXIT_OBJECTIVE, 0.8)],
+        );
+        let merged = merge_shards(&[a, b]).expect("merges");
+        let seeds: Vec<u64> = merged.seeds.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds, vec![0, 1, 2, 3]);
+        assert_eq!(merged.classes["pass"], 2);
+        assert_eq!(merged.classes["objective"], 2);
+        assert_eq!(merged.exit_code, EXIT_OBJECTIVE);
+        assert_eq!(merged.availability.min, 0.8);
+        assert!((merged.availability.mean - 0.925).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_seed_in_two_shards_counts_once_if_they_agree_and_is_refused_if_not() {
+        let mut slower = outcome(1, EXIT_PASS, 1.0);
+        slower.time_compression = Some(3.0);
+        slower.replay_command = "another machine's command".into();
+        let a = shard("a.json", "small", vec![outcome(1, EXIT_PASS, 1.0)]);
+        let b = shard("b.json", "small", vec![outcome(0, EXIT_PASS, 1.0), slower]);
+        assert_eq!(merge_shards(&[a.clone(), b]).expect("agree").seeds.len(), 2);
+
+        let c = shard("c.json", "small", vec![outcome(1, EXIT_OBJECTIVE, 0.5)]);
+        let error = merge_shards(&[a, c]).expect_err("disagree");
+        assert_eq!(
+            error,
+            "c.json: at JSON path seeds[0]: seed 1 gave objective (exit 5, trace none), but \
+             a.json at seeds[0] gave pass (exit 0, trace none)"
+        );
+    }
+
+    #[test]
+    fn shards_of_two_scenarios_no_shard_and_bad_files_are_refused_by_name_and_path() {
+        let a = shard("a.json", "small", vec![outcome(1, EXIT_PASS, 1.0)]);
+        let b = shard("b.json", "peak", vec![outcome(2, EXIT_PASS, 1.0)]);
+        assert_eq!(
+            merge_shards(&[a, b]).expect_err("two scenarios"),
+            "b.json: at JSON path scenario: \"peak\", but a.json is a sweep of \"small\""
+        );
+        assert_eq!(
+            merge_shards(&[]).expect_err("nothing"),
+            "no sweep report to merge"
+        );
+
+        let good = serde_json::to_value(SweepReport::merge(
+            "small",
+            vec![outcome(1, EXIT_PASS, 1.0)],
+        ))
+        .expect("JSON");
+        let mut wrong_type = good.clone();
+        wrong_type["seeds"][0]["exit_code"] = serde_json::json!("zero");
+        let error = Shard::parse("w.json", &wrong_type.to_string()).expect_err("a string");
+        assert!(
+            error.starts_with("w.json: at JSON path seeds[0].exit_code (line 1, column"),
+            "{error}"
+        );
+        let mut wrong_class = good.clone();
+        wrong_class["seeds"][0]["class"] = serde_json::json!("safety");
+        assert_eq!(
+            Shard::parse("k.json", &wrong_class.to_string()).expect_err("class"),
+            "k.json: at JSON path seeds[0].class: \"safety\" does not match exit code 0 (pass)"
+        );
+        let mut newer = good;
+        newer["schema_version"] = serde_json::json!(99);
+        let error = Shard::parse("n.json", &newer.to_string()).expect_err("newer");
+        assert!(
+            error.starts_with("n.json: at JSON path schema_version"),
+            "{error}"
+        );
+        let error = Shard::parse("t.json", "{\"schema_version\": 2,").expect_err("cut");
+        assert!(error.starts_with("t.json: at JSON path"), "{error}");
+        assert!(error.contains("line 1"), "{error}");
     }
 }

@@ -117,6 +117,8 @@ mod bench {
                             content: format!("message {n}"),
                             nonce: None,
                             edited_ms: None,
+                            referenced_message_id: None,
+                            reactions: Vec::new(),
                         };
                         store.put(&message, clock.now_us()).await.expect("stored");
                     }

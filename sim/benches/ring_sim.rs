@@ -64,6 +64,8 @@ mod bench {
                     content: "x".repeat(64),
                     nonce: None,
                     edited_ms: None,
+                    referenced_message_id: None,
+                    reactions: Vec::new(),
                 };
                 store.put(&message, clock.now_us()).await.is_ok()
             } else {

@@ -3,6 +3,12 @@
 //! paged reads) over REST, goes offline and comes back, reconnects with exponential backoff
 //! and jitter, and resumes a dropped session; it records every operation and every dispatch.
 //!
+//! A script (a trace replay) also replies, edits and reacts. Its steps name trace messages by
+//! index; the id each got when it was sent is shared between the users ([`ReplayIds`]), and a
+//! step about a message waits for that id (up to [`REPLAY_WAIT_MS`]): a reply to a message
+//! that was never acknowledged is sent as a plain message, an edit or reaction of one is not
+//! made.
+//!
 //! Resume follows Discord's documented protocol: after a connection is lost without a close
 //! code, or with one that allows it, the client opens a new connection, waits for Hello and
 //! sends op 6 `{token, session_id, seq}` instead of Identify; the server replays the missed
@@ -15,6 +21,7 @@
 //! modelled: `resume_gateway_url` pointing elsewhere (there is one gateway address), zlib
 //! transport compression, sharding.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +53,8 @@ const RATE_LIMIT_RETRIES_MAX: usize = 3;
 /// Reconnect backoff doubles from the minimum up to this cap (then ±50% jitter), so a client
 /// is back within seconds of a gateway returning.
 const BACKOFF_MS_MAX: u64 = 5_000;
+/// A send's retry waits this long (doubling per attempt, then ±50% jitter).
+const RETRY_BACKOFF_MS: u64 = 250;
 /// Mean gap between the sends of a burst.
 const BURST_GAP_MS_MEAN: u64 = 1_000;
 /// How long opening a gateway connection (TCP and the WebSocket handshake) may take.
@@ -58,16 +67,51 @@ const INVALID_WAIT_MS: (u64, u64) = (1_000, 5_000);
 /// server without Resume answers op 6).
 const NOT_RESUMABLE: [u16; 10] = [1000, 1001, 4003, 4004, 4007, 4009, 4010, 4011, 4012, 4013];
 
-/// A send the script fixes: when (ms since the start) and where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScriptedSend {
+/// A step the script fixes: when (ms since the start), where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptStep {
     /// When, in simulated ms since the start of the run.
     pub at_ms: u64,
     /// The channel.
     pub channel_id: u64,
-    /// The content's length in characters.
-    pub length: usize,
+    /// What to do.
+    pub action: ScriptAction,
 }
+
+/// What a script step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptAction {
+    /// Send a message of `length` characters.
+    Send {
+        /// The content's length in characters.
+        length: usize,
+        /// The trace message it replays, whose id the other steps wait for.
+        trace_index: Option<usize>,
+        /// The trace message it replies to.
+        reply_to: Option<usize>,
+    },
+    /// Edit the trace message this user sent.
+    Edit {
+        /// The trace message.
+        trace_index: usize,
+        /// The new content's length in characters.
+        length: usize,
+    },
+    /// React to a trace message.
+    React {
+        /// The trace message.
+        trace_index: usize,
+        /// A unicode emoji or `name:id`.
+        emoji: String,
+    },
+}
+
+/// The id each replayed trace message got (by trace index): `None` if its send failed.
+pub type ReplayIds = Arc<std::sync::Mutex<BTreeMap<usize, Option<u64>>>>;
+
+/// How long a step waits for the id of the trace message it is about.
+pub const REPLAY_WAIT_MS: u64 = 10_000;
+const REPLAY_POLL_MS: u64 = 10;
 
 /// One simulated user.
 #[derive(Clone)]
@@ -82,8 +126,10 @@ pub struct UserClient {
     pub gateway: SocketAddr,
     /// The workload's timings.
     pub scenario: Scenario,
-    /// Sends at fixed times (a trace, an @everyone burst), besides the Poisson ones.
-    pub script: Arc<Vec<ScriptedSend>>,
+    /// Steps at fixed times (a trace, an @everyone burst), besides the Poisson sends.
+    pub script: Arc<Vec<ScriptStep>>,
+    /// The ids replayed trace messages got, shared by every user.
+    pub replayed: ReplayIds,
     /// Where everything is recorded.
     pub recorder: Recorder,
     /// The start of the run.
@@ -189,20 +235,121 @@ impl UserClient {
                 }
                 sent += 1;
                 let nonce = format!("{}-{sent}", self.user.id % 1_000_000_000);
-                self.send(channel_id, nonce, 20).await;
+                self.send(channel_id, nonce, 20, None).await;
             }
         }
     }
 
+    /// Runs the script's steps at their times, one after another (a user does one thing at
+    /// a time, so a step due while the last one runs starts late); none starts after the
+    /// final read has begun.
+    /// TODO(trace-overlap): a trace replayed far faster than its sends are answered falls
+    /// behind for its busiest authors; running steps side by side overloaded the cluster
+    /// (most sends failed and replicas disagreed after repair at a million-fold speed-up).
     async fn script_loop(self) {
         for (index, step) in self.script.iter().enumerate() {
             tokio::time::sleep_until(self.at(step.at_ms)).await;
-            if self.workload_over() {
+            if self.recorder.now_ns() >= self.scenario.final_read_ms * 1_000_000 {
                 return;
             }
-            let nonce = format!("t{}-{index}", self.user.id % 1_000_000_000);
-            self.send(step.channel_id, nonce, step.length).await;
+            self.clone().run_step(index, step.clone()).await;
         }
+    }
+
+    async fn run_step(self, index: usize, step: ScriptStep) {
+        let channel_id = step.channel_id;
+        match step.action {
+            ScriptAction::Send {
+                length,
+                trace_index,
+                reply_to,
+            } => {
+                let reference = match reply_to {
+                    Some(target) => self.replayed_id(target).await,
+                    None => None,
+                };
+                let nonce = format!("t{}-{index}", self.user.id % 1_000_000_000);
+                let id = self.send(channel_id, nonce, length, reference).await;
+                if let Some(trace_index) = trace_index {
+                    let mut replayed = self.replayed.lock().unwrap_or_else(|p| p.into_inner());
+                    replayed.insert(trace_index, id);
+                }
+            }
+            ScriptAction::Edit {
+                trace_index,
+                length,
+            } => {
+                if let Some(message_id) = self.replayed_id(trace_index).await {
+                    self.edit(channel_id, message_id, length).await;
+                }
+            }
+            ScriptAction::React { trace_index, emoji } => {
+                if let Some(message_id) = self.replayed_id(trace_index).await {
+                    self.react(channel_id, message_id, &emoji).await;
+                }
+            }
+        }
+    }
+
+    /// The id trace message `trace_index` got, waiting for its send to be answered.
+    async fn replayed_id(&self, trace_index: usize) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLAY_WAIT_MS);
+        loop {
+            let known = {
+                let replayed = self.replayed.lock().unwrap_or_else(|p| p.into_inner());
+                replayed.get(&trace_index).copied()
+            };
+            if let Some(id) = known {
+                return id;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(REPLAY_POLL_MS)).await;
+        }
+    }
+
+    /// Replaces a message's content, recording the edit.
+    async fn edit(&self, channel_id: u64, message_id: u64, length: usize) {
+        let invoked_ns = self.recorder.now_ns();
+        let body = json!({"content": "y".repeat(length.clamp(1, 2000))});
+        let path = format!("/api/v10/channels/{channel_id}/messages/{message_id}");
+        let answer = self
+            .request(Method::PATCH, path, Some(body.to_string().into_bytes()))
+            .await;
+        let kind = OpKind::Edit {
+            channel_id,
+            message_id,
+        };
+        self.record_done(kind, invoked_ns, answer.map(|_| ()));
+    }
+
+    /// Adds this user's reaction with `emoji`, recording it.
+    async fn react(&self, channel_id: u64, message_id: u64, emoji: &str) {
+        let invoked_ns = self.recorder.now_ns();
+        let path = format!(
+            "/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{}/@me",
+            percent_encoded(emoji)
+        );
+        let answer = self.request(Method::PUT, path, None).await;
+        let kind = OpKind::React {
+            channel_id,
+            message_id,
+            emoji: emoji.to_string(),
+        };
+        self.record_done(kind, invoked_ns, answer.map(|_| ()));
+    }
+
+    fn record_done(&self, kind: OpKind, invoked_ns: u64, answer: Result<(), Outcome>) {
+        self.recorder.op(Op {
+            client: self.user.id,
+            kind,
+            invoked_ns,
+            completed_ns: self.recorder.now_ns(),
+            outcome: answer.map_or_else(|outcome| outcome, |()| Outcome::Done),
+            verification: false,
+            first_invoked_ns: None,
+        });
     }
 
     async fn read_loop(self) {
@@ -287,6 +434,7 @@ impl UserClient {
             .await;
         }
         match answer {
+            Ok((StatusCode::NO_CONTENT, _)) => Ok(Value::Null),
             Ok((status, bytes)) if status.is_success() => {
                 serde_json::from_slice(&bytes).map_err(|e| Outcome::Failed {
                     status: status.as_u16(),
@@ -309,20 +457,34 @@ impl UserClient {
         }
     }
 
-    /// Sends one message, retrying a timeout or 5xx with the same nonce (and
-    /// `enforce_nonce`) as many times as the workload allows; every attempt is recorded.
-    async fn send(&self, channel_id: u64, nonce: String, length: usize) {
+    /// Sends one message, retrying a timeout or 5xx with the same nonce and
+    /// `enforce_nonce` as many times as the workload allows, after a jittered backoff; the
+    /// guild answers a retry of a send it already made with that message. Every attempt is
+    /// recorded, retries with their first attempt's invocation time. A reply names the
+    /// message it answers. Returns the acknowledged id.
+    async fn send(
+        &self,
+        channel_id: u64,
+        nonce: String,
+        length: usize,
+        reply_to: Option<u64>,
+    ) -> Option<u64> {
         let retries = self.scenario.workload.send_retries;
+        let mut first_invoked_ns = None;
         for attempt in 0..=retries {
+            if attempt > 0 {
+                tokio::time::sleep(jitter(RETRY_BACKOFF_MS << attempt.min(6))).await;
+            }
             let invoked_ns = self.recorder.now_ns();
             let mut body = json!({
                 "content": "x".repeat(length.clamp(1, 2000)),
                 "nonce": nonce,
             });
-            // TODO(api-nonce): today's API refuses `enforce_nonce` as an unknown field, so
-            // retries (off in every built-in scenario) fail until it dedups by nonce.
             if attempt > 0 {
                 body["enforce_nonce"] = json!(true);
+            }
+            if let Some(reply_to) = reply_to {
+                body["message_reference"] = json!({"message_id": reply_to.to_string()});
             }
             let path = format!("/api/v10/channels/{channel_id}/messages");
             let after = self.recorder.newest_seen(self.user.id);
@@ -348,16 +510,23 @@ impl UserClient {
                 kind: OpKind::Send {
                     channel_id,
                     nonce: nonce.clone(),
+                    reply_to,
                 },
                 invoked_ns,
                 completed_ns: self.recorder.now_ns(),
-                outcome,
+                outcome: outcome.clone(),
                 verification: false,
+                first_invoked_ns,
             });
-            if !retry || self.workload_over() {
-                return;
+            if let Outcome::Sent { message_id } = outcome {
+                return Some(message_id);
             }
+            if !retry || self.workload_over() {
+                return None;
+            }
+            first_invoked_ns.get_or_insert(invoked_ns);
         }
+        None
     }
 
     /// Reads one page; returns its ids if it succeeded. A `verification` read is the
@@ -404,6 +573,7 @@ impl UserClient {
             completed_ns: self.recorder.now_ns(),
             outcome,
             verification,
+            first_invoked_ns: None,
         });
         ids
     }
@@ -640,7 +810,8 @@ impl UserClient {
         }
         json!({"op": 2, "d": {
             "token": self.user.token,
-            "intents": 513 | 32768,
+            // GUILDS, GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS, MESSAGE_CONTENT.
+            "intents": 1 | 512 | 1024 | 32768,
             "properties": {"os": "sim", "browser": "chatsim", "device": "chatsim"},
         }})
     }
@@ -718,6 +889,19 @@ impl UserClient {
             }
         }
     }
+}
+
+/// `text` with every byte but RFC 3986's unreserved ones percent-encoded, for a URL path.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// How a connection's drive ended.

@@ -86,6 +86,8 @@ pub fn run(seed: u64, args: &RunArgs, out: Option<PathBuf>, plots: bool) -> i32 
             trace.span_ms() as f64 / 86_400_000.0,
             chat_sim::workload::trace_speedup(&scenario, trace)
         );
+        let (replies, edits, reactions) = trace.interaction_counts();
+        println!("chatsim trace {replies} replies, {edits} edits, {reactions} reactions");
     }
 
     // 1. Simulate; a panic anywhere in the cluster is a crash of the run.
@@ -131,6 +133,7 @@ fn write_outputs(
             windows: &report.availability_windows,
             objective: report.availability_objective,
             duration_ms: scenario.duration_ms,
+            node_load: &report.node_load,
         };
         for path in plots::write_all(&input, dir)? {
             if let Some(name) = path.file_name() {

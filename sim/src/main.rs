@@ -5,6 +5,8 @@
 //! - `sweep --seeds A..B --jobs N [--shard i/n]`: one child process per seed (exact replay),
 //!   a progress bar, the failing seeds with the command that replays each, and a merged
 //!   report (`sweep.json`, `sweep.md`).
+//! - `sweep-merge SHARD...`: merges the `sweep.json` of shards run on several machines (the
+//!   files, or the directories holding them) into one sweep report; works in either build.
 //! - `replay --seed N --log FILTER`: the same run with tracing at a RUST_LOG-style filter
 //!   into `DIR/replay.log`.
 //! - `check-determinism --seed N`: two runs; the trace hashes compared, and on a mismatch
@@ -99,6 +101,16 @@ enum Command {
         /// Draw each seed's plots too.
         #[arg(long)]
         plots: bool,
+    },
+    /// Merge the sweep reports of shards run elsewhere (`sweep --shard i/n`) into one.
+    SweepMerge {
+        /// Each shard's `sweep.json`, or the directory a shard's sweep wrote it to.
+        #[arg(required = true, value_name = "SHARD")]
+        shards: Vec<PathBuf>,
+        /// Where the merged `sweep.json` and `sweep.md` go
+        /// [default: target/chatsim/sweep-SCENARIO-merged].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run one seed again with full tracing into DIR/replay.log.
     Replay {
@@ -303,6 +315,7 @@ fn main() -> ExitCode {
             let label = seeds.label(shard);
             commands::sweep(&label, seeds.seeds(shard), jobs, &run, out, plots)
         }
+        Command::SweepMerge { shards, out } => sweep_merge(&shards, out),
         Command::Replay {
             seed,
             run,
@@ -312,6 +325,70 @@ fn main() -> ExitCode {
         Command::CheckDeterminism { seed, run } => commands::check_determinism(seed, &run),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `chatsim sweep-merge`: reads every shard, merges them, writes and prints the report.
+fn sweep_merge(inputs: &[PathBuf], out: Option<PathBuf>) -> i32 {
+    use chat_reports::sweep::{merge_shards, Shard};
+
+    // 1. Every shard, read and parsed; the first bad one stops the merge.
+    let mut shards = Vec::new();
+    for input in inputs {
+        let path = if input.is_dir() {
+            input.join("sweep.json")
+        } else {
+            input.clone()
+        };
+        let source = path.display().to_string();
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{source}: cannot read it: {e}"))
+            .and_then(|text| Shard::parse(&source, &text));
+        match parsed {
+            Ok(shard) => shards.push(shard),
+            Err(message) => {
+                eprintln!("chatsim: sweep-merge: {message}");
+                return 2;
+            }
+        }
+    }
+
+    // 2. The merge, refused on a conflict.
+    let sweep = match merge_shards(&shards) {
+        Ok(sweep) => sweep,
+        Err(message) => {
+            eprintln!("chatsim: sweep-merge: {message}");
+            return 2;
+        }
+    };
+
+    // 3. Written beside the shards' reports, and printed.
+    let dir = out.unwrap_or_else(|| {
+        PathBuf::from("target")
+            .join("chatsim")
+            .join(format!("sweep-{}-merged", sweep.scenario))
+    });
+    let summary = sweep.summary();
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("--out {}: cannot use it as a directory: {e}", dir.display()))
+        .and_then(|()| serde_json::to_string_pretty(&sweep).map_err(|e| e.to_string()))
+        .and_then(|json| {
+            let path = dir.join("sweep.json");
+            std::fs::write(&path, json + "\n")
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .and_then(|()| {
+            let path = dir.join("sweep.md");
+            std::fs::write(&path, &summary)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
+    if let Err(message) = written {
+        eprintln!("chatsim: sweep-merge: {message}");
+        return 2;
+    }
+    println!("merged {} shards", shards.len());
+    print!("{summary}");
+    println!("sweep report {}", dir.join("sweep.json").display());
+    sweep.exit_code
 }
 
 /// Every fault must be over by the start of the quiet period (a crash may stay permanent).

@@ -5,9 +5,11 @@
 //! simulated user; the members of each guild alternate between the API nodes, so concurrent
 //! sends to one channel come through different API nodes. Each ring node keeps a
 //! [`SimDisk`] owned by the harness, so its durable bytes outlive a crash and its unsynced
-//! bytes do not; every node but `client` reads a [`NodeClock`] the harness owns. The nemesis,
-//! on the harness's own node, applies the fault schedule; link faults live in this thread's
-//! table (`chat_system::env::link`), emptied before and after every run.
+//! bytes do not; every node but `client` reads a [`NodeClock`] the harness owns. Every node
+//! also counts the requests it serves into a [`NodeLoad`] the harness keeps (so the count
+//! outlives a crash), which the report shows per node and per second. The nemesis, on the
+//! harness's own node, applies the fault schedule; link faults live in this thread's table
+//! (`chat_system::env::link`), emptied before and after every run.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,6 +24,7 @@ use chat_system::cluster::Topology;
 use chat_system::directory::{Directory, SharedDirectory};
 use chat_system::env::clock::NodeClock;
 use chat_system::env::disk::{Disk, SimDisk};
+use chat_system::load::{LoadSnapshot, NodeLoad};
 use chat_system::net::runtime_instant;
 use chat_system::{api, data, gateway, guild, ring};
 use madsim::runtime::{Handle, Runtime};
@@ -49,6 +52,8 @@ pub struct RunOutput {
     pub invariant_errors: InvariantErrors,
     /// Whether every ring replica's Merkle root was equal after heal and repair.
     pub convergence: CheckResult,
+    /// What each node served, by node name.
+    pub node_load: BTreeMap<String, LoadSnapshot>,
 }
 
 impl RunOutput {
@@ -67,6 +72,18 @@ impl RunOutput {
             check_config: scenario.check_config(),
             replay_command: replay,
             harness_checks: self.harness_checks(),
+            node_load: self
+                .node_load
+                .iter()
+                .map(|(name, load)| {
+                    let report = chat_reports::report::NodeLoad {
+                        total: load.total(),
+                        by_kind: load.by_kind.clone(),
+                        per_second: load.per_second.clone(),
+                    };
+                    (name.clone(), report)
+                })
+                .collect(),
         };
         Report::build(info, &self.history)
     }
@@ -216,6 +233,8 @@ struct NodeEnv {
     clocks: BTreeMap<String, NodeClock>,
     /// Set by a node that stopped itself, for the harness to restart it.
     stopped: BTreeMap<String, Arc<AtomicBool>>,
+    /// What each node served.
+    loads: BTreeMap<String, NodeLoad>,
 }
 
 impl NodeEnv {
@@ -229,6 +248,10 @@ impl NodeEnv {
 
     fn stopped(&mut self, node: &str) -> Arc<AtomicBool> {
         self.stopped.entry(node.to_string()).or_default().clone()
+    }
+
+    fn load(&mut self, node: &str) -> NodeLoad {
+        self.loads.entry(node.to_string()).or_default().clone()
     }
 }
 
@@ -279,7 +302,8 @@ fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
     chat_system::env::link::reset();
     let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let wall_start = Instant::now();
-    let (history, trace, events, convergence) = runtime.block_on(supervise(scenario.clone()));
+    let (history, trace, events, convergence, node_load) =
+        runtime.block_on(supervise(scenario.clone()));
     chat_system::env::link::reset();
     RUN_ERRORS.with(|run| *run.borrow_mut() = None);
     let invariant_errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -291,10 +315,20 @@ fn run_here(seed: u64, scenario: &Scenario) -> RunOutput {
         wall_seconds: wall_start.elapsed().as_secs_f64(),
         invariant_errors,
         convergence,
+        node_load,
     }
 }
 
-async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
+/// What [`supervise`] hands back: history, trace, events, convergence, node loads.
+type Supervised = (
+    History,
+    Vec<u8>,
+    u64,
+    CheckResult,
+    BTreeMap<String, LoadSnapshot>,
+);
+
+async fn supervise(scenario: Scenario) -> Supervised {
     let handle = Handle::current();
     let start = Instant::now();
     let recorder = Recorder::new(start);
@@ -323,7 +357,7 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         let name = format!("ring-{}", index + 1);
         let (topology, disk, clock) = (topology.clone(), env.disk(&name), env.clock(&name));
         let name_for_init = name.clone();
-        let stopped = env.stopped(&name);
+        let (stopped, load) = (env.stopped(&name), env.load(&name));
         let engine = scenario.ring_engine;
         let addr = topology.ring[index];
         host(&handle, &name, addr.ip(), move || {
@@ -331,11 +365,16 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
             let disk = Arc::new(disk.clone()) as Arc<dyn Disk>;
             let mut config = topology.ring_config(index, disk, clock.clone());
             config.engine = engine;
-            let (name, stopped) = (name.clone(), stopped.clone());
+            let (name, stopped, load) = (name.clone(), stopped.clone(), load.clone());
             // This incarnation runs; only its own failure marks the node stopped.
             stopped.store(false, std::sync::atomic::Ordering::Relaxed);
             async move {
-                if let Err(error) = ring::node::run(listen(addr).await, config).await {
+                let listener = listen(addr).await;
+                let served = match ring::node::open(config) {
+                    Ok(node) => node.counting(load).serve(listener).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = served {
                     // A node whose disk failed stops, as its process would: killed, with
                     // its connections, until the harness heals it.
                     tracing::warn!(%addr, %error, "ring_node_stopped");
@@ -348,17 +387,19 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     for (index, &addr) in topology.guild.iter().enumerate() {
         let name = format!("guild-{}", index + 1);
         let (t, d, clock) = (topology.clone(), directory.clone(), env.clock(&name));
+        let load = env.load(&name);
         host(&handle, &name, addr.ip(), move || {
             let config = t.guild_config(index, copy(&d), clock.clone());
-            async move { guild::run(listen(addr).await, config).await }
+            let load = load.clone();
+            async move { guild::run_counted(listen(addr).await, config, load).await }
         });
     }
     for (index, &addr) in topology.data.iter().enumerate() {
         let name = format!("data-{}", index + 1);
-        let (t, clock) = (topology.clone(), env.clock(&name));
+        let (t, clock, load) = (topology.clone(), env.clock(&name), env.load(&name));
         host(&handle, &name, addr.ip(), move || {
-            let store = t.data_store(clock.clone());
-            async move { data::run(listen(addr).await, store).await }
+            let (store, load) = (t.data_store(clock.clone()), load.clone());
+            async move { data::run_counted(listen(addr).await, store, load).await }
         });
     }
     let (t, d, beat, clock) = (
@@ -367,22 +408,27 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
         scenario.heartbeat_interval_ms,
         env.clock("gateway"),
     );
+    let gateway_load = env.load("gateway");
     host(&handle, "gateway", topology.gateway_http.ip(), move || {
         let mut config = t.gateway_config(copy(&d), beat);
         config.clock = clock.clone();
-        let (http, rpc) = (t.gateway_http, t.gateway_rpc);
-        async move { gateway::run(listen(http).await, listen(rpc).await, config).await }
+        let (http, rpc, load) = (t.gateway_http, t.gateway_rpc, gateway_load.clone());
+        async move {
+            let (http, rpc) = (listen(http).await, listen(rpc).await);
+            gateway::run_counted(http, rpc, config, load).await;
+        }
     });
     for (index, &addr) in topology.api.iter().enumerate() {
         let name = format!("api-{}", index + 1);
         let (t, d, clock) = (topology.clone(), directory.clone(), env.clock(&name));
-        let rate_limits = scenario.rate_limits;
+        let (rate_limits, load) = (scenario.rate_limits, env.load(&name));
         host(&handle, &name, addr.ip(), move || {
             let mut config = t.api_config(index, copy(&d), clock.clone());
             if !rate_limits {
                 config.rate_limits = chat_system::api::ratelimit::RateLimits::unlimited();
             }
-            async move { api::run(listen(addr).await, config).await }
+            let load = load.clone();
+            async move { api::run_counted(listen(addr).await, config, load).await }
         });
     }
 
@@ -437,7 +483,12 @@ async fn supervise(scenario: Scenario) -> (History, Vec<u8>, u64, CheckResult) {
     let end = runtime_instant(start + Duration::from_millis(scenario.duration_ms));
     tokio::time::sleep_until(end).await;
     let (history, trace, events) = recorder.snapshot();
-    (history, trace, events, convergence)
+    let node_load = env
+        .loads
+        .iter()
+        .map(|(name, load)| (name.clone(), load.snapshot()))
+        .collect();
+    (history, trace, events, convergence, node_load)
 }
 
 /// Every node's address by name, as the nemesis keeps link faults.

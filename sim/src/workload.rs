@@ -18,7 +18,7 @@ use std::time::Instant;
 use chat_faults::rng::SplitMix64;
 use chat_system::directory::{Directory, DirectoryShape};
 
-use crate::client::{ScriptedSend, UserClient};
+use crate::client::{ScriptAction, ScriptStep, UserClient};
 use crate::recorder::Recorder;
 use crate::scenario::{DirectoryKind, Scenario};
 use crate::trace::Trace;
@@ -197,35 +197,21 @@ pub fn trace_speedup(scenario: &Scenario, trace: &Trace) -> f64 {
     (trace.span_ms() as f64 / window_ms.max(1) as f64).max(1.0)
 }
 
-/// Each user's scripted sends: trace messages and @everyone replies, in time order.
+/// A reaction is made this long after its message (then 5 ms apart per reactor).
+const REACTION_DELAY_MS: u64 = 250;
+
+/// Each user's scripted steps: trace messages, replies, edits and reactions, and
+/// @everyone replies, in time order.
 fn scripts(
     scenario: &Scenario,
     directory: &Directory,
     trace: Option<&Trace>,
-) -> BTreeMap<u64, Vec<ScriptedSend>> {
-    let mut scripts: BTreeMap<u64, Vec<ScriptedSend>> = BTreeMap::new();
-    let user_ids: Vec<u64> = directory.users.keys().copied().collect();
+) -> BTreeMap<u64, Vec<ScriptStep>> {
+    let mut scripts: BTreeMap<u64, Vec<ScriptStep>> = BTreeMap::new();
 
     // 1. Trace messages at their time over the speed-up; later ones do not fit the run.
     if let (Some(trace), DirectoryKind::Trace) = (trace, scenario.directory.shape) {
-        let speedup = trace_speedup(scenario, trace);
-        let channel_ids = trace_channel_ids(trace, directory);
-        let first_ms = trace.messages.first().map_or(0, |m| m.unix_ms);
-        for message in &trace.messages {
-            let offset_ms = ((message.unix_ms - first_ms) as f64 / speedup) as u64;
-            let at_ms = TRACE_START_MS + offset_ms;
-            if at_ms >= scenario.workload_end_ms {
-                break;
-            }
-            scripts
-                .entry(user_ids[message.author])
-                .or_default()
-                .push(ScriptedSend {
-                    at_ms,
-                    channel_id: channel_ids[message.channel],
-                    length: message.length,
-                });
-        }
+        trace_steps(scenario, directory, trace, &mut scripts);
     }
 
     // 2. The @everyone burst: a share of the big guild replies in its first channel.
@@ -236,10 +222,14 @@ fn scripts(
             for &member in &big.members {
                 if rng.unit() < everyone.sender_share {
                     let at_ms = everyone.at_ms + rng.range(0, everyone.duration_ms);
-                    scripts.entry(member).or_default().push(ScriptedSend {
+                    scripts.entry(member).or_default().push(ScriptStep {
                         at_ms,
                         channel_id,
-                        length: 20,
+                        action: ScriptAction::Send {
+                            length: 20,
+                            trace_index: None,
+                            reply_to: None,
+                        },
                     });
                 }
             }
@@ -249,6 +239,96 @@ fn scripts(
         script.sort_by_key(|s| s.at_ms);
     }
     scripts
+}
+
+/// A trace's steps: each message sent by its author at its time over the speed-up (a reply
+/// with its target, if that was replayed in the same channel), each edit by the author at
+/// its edit time (no later than the end of the workload), and each reaction by one of the
+/// guild's users just after its message: the users the export lists when they are authors
+/// of the guild, then the guild's members in turn (a count above the member count makes
+/// some users react twice, which changes nothing but is still a request).
+fn trace_steps(
+    scenario: &Scenario,
+    directory: &Directory,
+    trace: &Trace,
+    scripts: &mut BTreeMap<u64, Vec<ScriptStep>>,
+) {
+    let user_ids: Vec<u64> = directory.users.keys().copied().collect();
+    let speedup = trace_speedup(scenario, trace);
+    let channel_ids = trace_channel_ids(trace, directory);
+    let targets = trace.reply_targets();
+    let first_ms = trace.messages.first().map_or(0, |m| m.unix_ms);
+    let at =
+        |unix_ms: u64| TRACE_START_MS + (unix_ms.saturating_sub(first_ms) as f64 / speedup) as u64;
+    let last_ms = scenario.workload_end_ms.saturating_sub(1);
+    let author_index: BTreeMap<u64, usize> = trace
+        .authors
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a, i))
+        .collect();
+
+    for (index, message) in trace.messages.iter().enumerate() {
+        // 1. The message, or the reply.
+        let at_ms = at(message.unix_ms);
+        if at_ms >= scenario.workload_end_ms {
+            break;
+        }
+        let channel_id = channel_ids[message.channel];
+        let author = user_ids[message.author];
+        let mut push = |user: u64, at_ms: u64, action: ScriptAction| {
+            let step = ScriptStep {
+                at_ms,
+                channel_id,
+                action,
+            };
+            scripts.entry(user).or_default().push(step);
+        };
+        let send = ScriptAction::Send {
+            length: message.length,
+            trace_index: Some(index),
+            reply_to: targets[index],
+        };
+        push(author, at_ms, send);
+
+        // 2. Its edit, by its author.
+        if let Some(edited_ms) = message.edited_unix_ms {
+            let edit_at = at(edited_ms).clamp(at_ms + 1, last_ms.max(at_ms + 1));
+            let edit = ScriptAction::Edit {
+                trace_index: index,
+                length: message.length,
+            };
+            push(author, edit_at, edit);
+        }
+
+        // 3. Its reactions, by the guild's users.
+        let guild = trace.channels[message.channel].guild;
+        let members: Vec<u64> = directory
+            .guilds
+            .values()
+            .nth(guild)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default();
+        let mut spread = 0u64;
+        for reaction in &message.reactions {
+            let listed = reaction
+                .user_ids
+                .iter()
+                .filter_map(|id| author_index.get(id).map(|&i| user_ids[i]))
+                .filter(|user| members.contains(user));
+            let others = members.iter().copied().cycle();
+            let reactors = listed.chain(others).take(reaction.count);
+            for user in reactors {
+                let react_at = (at_ms + REACTION_DELAY_MS + 5 * spread).min(last_ms.max(at_ms));
+                spread += 1;
+                let react = ScriptAction::React {
+                    trace_index: index,
+                    emoji: reaction.emoji.clone(),
+                };
+                push(user, react_at, react);
+            }
+        }
+    }
 }
 
 /// Where the clients reach the cluster, and what they share.
@@ -272,6 +352,7 @@ pub fn clients(
     env: &ClientEnv,
 ) -> Vec<UserClient> {
     let mut scripts = scripts(scenario, directory, trace);
+    let replayed = crate::client::ReplayIds::default();
     directory
         .users
         .values()
@@ -287,6 +368,7 @@ pub fn clients(
             gateway: env.gateway,
             scenario: scenario.clone(),
             script: Arc::new(scripts.remove(&user.id).unwrap_or_default()),
+            replayed: replayed.clone(),
             recorder: env.recorder.clone(),
             start: env.start,
             online: Arc::new(AtomicBool::new(true)),

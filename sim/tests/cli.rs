@@ -1,7 +1,6 @@
 //! The `chatsim` binary as a user runs it: determinism across processes, bad arguments, the
 //! report contract, and the refusal of a build without the simulator.
 
-#[cfg(madsim)]
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -47,6 +46,72 @@ fn a_build_without_the_simulator_says_so_and_fails() {
     assert!(text.contains("cargo chatsim"), "{text}");
 }
 
+#[test]
+fn sweep_merge_names_the_file_and_json_path_of_a_bad_shard() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("merged");
+    let out = out.to_str().expect("utf-8");
+
+    // 1. A file that is not there, and a directory without a sweep.json.
+    let missing = tmp.path().join("nowhere.json");
+    let output = chatsim(&[
+        "sweep-merge",
+        missing.to_str().expect("utf-8"),
+        "--out",
+        out,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("{}: cannot read it", missing.display())),
+        "{text}"
+    );
+    let output = chatsim(&[
+        "sweep-merge",
+        tmp.path().to_str().expect("utf-8"),
+        "--out",
+        out,
+    ]);
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "{}: cannot read it",
+            tmp.path().join("sweep.json").display()
+        )),
+        "{text}"
+    );
+
+    // 2. A seed whose availability is a string.
+    let bad = tmp.path().join("bad.json");
+    let shard = r#"{"schema_version": 2, "scenario": "smoke", "seeds": [
+        {"seed": 1, "exit_code": 0, "class": "pass", "availability": "high",
+         "trace_hash": null, "time_compression": null, "failed_checks": [],
+         "replay_command": "r"}],
+        "classes": {"pass": 1}, "failed_checks": {}, "availability": {"count": 1,
+        "min": 1.0, "p10": 1.0, "p50": 1.0, "p90": 1.0, "max": 1.0, "mean": 1.0},
+        "exit_code": 0}"#;
+    std::fs::write(&bad, shard).expect("write");
+    let output = chatsim(&["sweep-merge", bad.to_str().expect("utf-8"), "--out", out]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "{}: at JSON path seeds[0].availability (line 2",
+            bad.display()
+        )),
+        "{text}"
+    );
+
+    // 3. The same shard, fixed, merges on its own; nothing was written before.
+    assert!(!Path::new(out).join("sweep.json").exists());
+    std::fs::write(&bad, shard.replace("\"high\"", "1.0")).expect("write");
+    let output = chatsim(&["sweep-merge", bad.to_str().expect("utf-8"), "--out", out]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout.contains("sweep smoke: 1 seeds; 1 pass"), "{stdout}");
+    assert!(Path::new(out).join("sweep.json").exists());
+}
+
 #[cfg(madsim)]
 fn run_to(seed: &str, dir: &Path) -> serde_json::Value {
     let out = dir.to_str().expect("utf-8 temp path");
@@ -87,7 +152,7 @@ fn the_report_keeps_its_contract() {
     let report = run_to("5", tmp.path());
 
     // The fields scripts and CI read, with their types.
-    assert_eq!(report["schema_version"], 2);
+    assert_eq!(report["schema_version"], 3);
     assert_eq!(report["seed"], 5);
     assert_eq!(report["scenario"], "smoke");
     let hash = report["trace_hash"]

@@ -110,6 +110,8 @@ mod bench {
                 content: "x".repeat(64),
                 nonce: None,
                 edited_ms: None,
+                referenced_message_id: None,
+                reactions: Vec::new(),
             };
             let began = Instant::now();
             if store.put(&message, clock.now_us()).await.is_ok() {

@@ -106,6 +106,8 @@ mod bench {
                 content: "x".repeat(CONTENT_BYTES),
                 nonce: None,
                 edited_ms: None,
+                referenced_message_id: None,
+                reactions: Vec::new(),
             };
             let began = Instant::now();
             match store.put(&message, clock.now_us()).await {

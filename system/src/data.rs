@@ -186,9 +186,25 @@ impl DataService {
 
 /// Runs a data-service node on `listener`, reading from `store`.
 pub async fn run(listener: TcpListener, store: impl Into<SharedStore>) {
+    serve(listener, store.into(), None).await;
+}
+
+/// Runs a data-service node on `listener`, counting each history read it serves into `load`.
+pub async fn run_counted(
+    listener: TcpListener,
+    store: impl Into<SharedStore>,
+    load: crate::load::NodeLoad,
+) {
+    serve(listener, store.into(), Some(load)).await;
+}
+
+async fn serve(listener: TcpListener, store: SharedStore, load: Option<crate::load::NodeLoad>) {
     let service = DataService::new(store);
     tracing::info!("data_node_started");
     serve_rpc(listener, move |request: DataRequest| {
+        if let (Some(load), DataRequest::History { .. }) = (&load, &request) {
+            load.served("history_read");
+        }
         service.clone().handle(request)
     })
     .await;

@@ -121,6 +121,9 @@ pub enum GuildRequest {
         /// The newest message id the author has seen, anywhere: the new id is greater.
         #[serde(default)]
         after: Option<u64>,
+        /// For a reply: the message it answers, which must exist in the channel.
+        #[serde(default)]
+        referenced_message_id: Option<u64>,
     },
     /// Replace a message's content (the API checked membership; the guild checks authorship).
     EditMessage {
@@ -169,6 +172,28 @@ pub enum GuildRequest {
         /// Who joins.
         user_id: u64,
     },
+    /// Add `user_id`'s reaction with `emoji` to a message (the API checked membership).
+    AddReaction {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Who reacts.
+        user_id: u64,
+        /// A unicode emoji or `name:id`.
+        emoji: String,
+    },
+    /// Remove `user_id`'s reaction with `emoji` from a message.
+    RemoveReaction {
+        /// The channel.
+        channel_id: u64,
+        /// The message.
+        message_id: u64,
+        /// Whose reaction.
+        user_id: u64,
+        /// A unicode emoji or `name:id`.
+        emoji: String,
+    },
     /// Is this node up? (Asked by a node behind it on some guild's successor list.)
     Ping,
     /// The sender serves (or served) `guild_id` in `epoch`: a process of the guild in an
@@ -181,6 +206,25 @@ pub enum GuildRequest {
         /// The sender's epoch for the guild.
         epoch: u64,
     },
+}
+
+impl GuildRequest {
+    /// The kind a guild node's load counts this request as (pings are not counted).
+    pub fn load_kind(&self) -> Option<&'static str> {
+        match self {
+            GuildRequest::CreateMessage { .. } => Some("create_message"),
+            GuildRequest::EditMessage { .. } => Some("edit_message"),
+            GuildRequest::AddReaction { .. } | GuildRequest::RemoveReaction { .. } => {
+                Some("reaction")
+            }
+            GuildRequest::DeleteMessage { .. } => Some("delete_message"),
+            GuildRequest::CreateGuild { .. }
+            | GuildRequest::CreateChannel { .. }
+            | GuildRequest::AddMember { .. } => Some("directory"),
+            GuildRequest::Release { .. } => Some("release"),
+            GuildRequest::Ping => None,
+        }
+    }
 }
 
 /// The guild role's answer.
@@ -214,6 +258,10 @@ pub enum GuildResponse {
     NotOwner,
     /// The answer to [`GuildRequest::Ping`].
     Pong,
+    /// A reaction was added or removed (or already was).
+    Reacted,
+    /// A reply's `referenced_message_id` names no message of the channel.
+    UnknownReference,
     /// The answer to [`GuildRequest::Release`].
     Released,
 }
@@ -297,6 +345,15 @@ struct GuildNode {
 
 /// Runs the guild role on `listener`.
 pub async fn run(listener: TcpListener, config: GuildConfig) {
+    serve(listener, config, None).await;
+}
+
+/// Runs the guild role on `listener`, counting the requests it serves into `load`.
+pub async fn run_counted(listener: TcpListener, config: GuildConfig, load: crate::load::NodeLoad) {
+    serve(listener, config, Some(load)).await;
+}
+
+async fn serve(listener: TcpListener, config: GuildConfig, load: Option<crate::load::NodeLoad>) {
     assert!(
         config.index < config.nodes.len() && config.nodes.len() <= GUILD_NODES_MAX,
         "guild node {} of {} (at most {GUILD_NODES_MAX})",
@@ -343,6 +400,9 @@ pub async fn run(listener: TcpListener, config: GuildConfig) {
     // 3. Serve.
     serve_rpc(listener, move |request: GuildRequest| {
         let node = node.clone();
+        if let (Some(load), Some(kind)) = (&load, request.load_kind()) {
+            load.served(kind);
+        }
         async move { node.handle(request).await }
     })
     .await;
@@ -358,10 +418,16 @@ impl GuildNode {
                 nonce,
                 enforce_nonce,
                 after,
+                referenced_message_id,
             } => {
                 let nonce = nonce.map(|nonce| (nonce, enforce_nonce));
-                self.create_message(channel_id, author_id, content, nonce, after)
-                    .await
+                let message = changes::NewMessage {
+                    channel_id,
+                    author_id,
+                    content,
+                    referenced_message_id,
+                };
+                self.create_message(message, nonce, after).await
             }
             GuildRequest::Ping => GuildResponse::Pong,
             GuildRequest::Release {
@@ -583,12 +649,16 @@ impl GuildNode {
 
     async fn create_message(
         self: &Arc<Self>,
-        channel_id: u64,
-        author_id: u64,
-        content: String,
+        new: changes::NewMessage,
         nonce: Option<(String, bool)>,
         after: Option<u64>,
     ) -> GuildResponse {
+        let changes::NewMessage {
+            channel_id,
+            author_id,
+            content,
+            referenced_message_id,
+        } = new;
         let started = tokio::time::Instant::now();
         let Some(guild_id) = self.guild_of_channel(channel_id).await else {
             return GuildResponse::UnknownChannel;
@@ -607,6 +677,11 @@ impl GuildNode {
                 return answer;
             }
         }
+        if let Some(referenced) = referenced_message_id {
+            if let Some(refused) = self.check_reference(channel_id, referenced).await {
+                return refused;
+            }
+        }
         let nonce = nonce.map(|(nonce, _enforced)| nonce);
         let message_id = {
             let mut ids = self.ids.lock().await;
@@ -623,6 +698,8 @@ impl GuildNode {
             content,
             nonce,
             edited_ms: None,
+            referenced_message_id,
+            reactions: Vec::new(),
         };
 
         // 2. Store at the client's consistency level; nothing is delivered unless it is stored.

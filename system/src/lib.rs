@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod guild;
 pub mod hashring;
 pub mod ids;
+pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod net;

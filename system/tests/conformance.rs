@@ -147,6 +147,8 @@ fn message_at(channel_id: u64, unix_ms: i64, seq: u64, content: &str) -> StoredM
         content: content.to_string(),
         nonce: None,
         edited_ms: None,
+        referenced_message_id: None,
+        reactions: Vec::new(),
     }
 }
 
@@ -360,11 +362,18 @@ mod cases {
             content: "héllo, wörld — ✓".into(),
             nonce: Some("nonce-17".into()),
             edited_ms: Some(at_ms + 5),
+            referenced_message_id: Some(175_928_847_299_117_001),
+            reactions: vec![chat_system::model::StoredReaction {
+                emoji: "🔥".into(),
+                user_ids: vec![4, 80_351_110_224_678_912],
+            }],
         };
         let without_nonce = StoredMessage {
             message_id: with_nonce.message_id + 1,
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
             content: String::new(),
             ..with_nonce.clone()
         };

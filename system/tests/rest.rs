@@ -255,6 +255,11 @@ type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
 
 /// A gateway session of `token`, past READY and its GUILD_CREATEs.
 async fn session(gateway: SocketAddr, token: &str, guilds: usize) -> Ws {
+    session_with(gateway, token, guilds, 33281).await
+}
+
+/// [`session`] asking for `intents`, which include GUILDS.
+async fn session_with(gateway: SocketAddr, token: &str, guilds: usize, intents: u64) -> Ws {
     let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
     let url = format!("ws://{gateway}/gateway");
     let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
@@ -263,7 +268,7 @@ async fn session(gateway: SocketAddr, token: &str, guilds: usize) -> Ws {
     assert_eq!(next_event(&mut ws).await["op"], 10);
     let properties = json!({"os": "linux", "browser": "rest-test", "device": "rest-test"});
     let identify =
-        json!({"op": 2, "d": {"token": token, "intents": 33281, "properties": properties}});
+        json!({"op": 2, "d": {"token": token, "intents": intents, "properties": properties}});
     ws.send(Message::Text(identify.to_string().into()))
         .await
         .expect("identify");
@@ -561,6 +566,8 @@ async fn history_pages_before_after_and_around() {
             content: content.to_string(),
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         };
         cluster
             .store
@@ -609,6 +616,8 @@ async fn history_pages_before_after_and_around() {
             content: format!("b{n}"),
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         };
         cluster
             .store
@@ -630,6 +639,201 @@ async fn history_pages_before_after_and_around() {
     assert_eq!(page, expect(20..=119));
     let page = busy_page(format!("after={}&limit=100", busy_ids[100])).await;
     assert_eq!(page, expect(101..=149));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_reactions_show_in_history_and_as_dispatches() {
+    let cluster = Cluster::start(1, roomy()).await;
+    let api = cluster.apis[0];
+    let (asker, replier) = (cluster.token(3), cluster.token(1));
+    let (channel, guild_id) = (cluster.channel(0, 0), cluster.guild(0));
+    // GUILDS, GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS and MESSAGE_CONTENT.
+    let mut ws = session_with(cluster.topology.gateway_http, "token-1", 2, 33281 | 1024).await;
+
+    // 1. A reply: type 19 with its reference, exactly as Discord shapes it.
+    let question = send(api, &asker, channel, "why?").await;
+    let question_id = question.id();
+    let body =
+        json!({"content": "because", "message_reference": {"message_id": question_id.to_string()}});
+    let reply = call(
+        api,
+        Method::POST,
+        &messages_path(channel),
+        &replier,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let reply_id = reply.id();
+    let expected = json!({
+        "id": reply_id.to_string(),
+        "channel_id": channel.to_string(),
+        "guild_id": guild_id.to_string(),
+        "author": {"id": cluster.user_id(1).to_string(), "username": "user-1"},
+        "content": "because",
+        "timestamp": chat_system::model::iso8601_ms(ids::timestamp_ms(reply_id)),
+        "edited_timestamp": null,
+        "type": 19,
+        "pinned": false,
+        "tts": false,
+        "message_reference": {"type": 0, "message_id": question_id.to_string(),
+            "channel_id": channel.to_string(), "guild_id": guild_id.to_string()},
+    });
+    assert_eq!(reply.body, expected);
+
+    // 2. A reference to no message of this channel is refused by its field; nothing stored.
+    let unknown_reference = json!({
+        "code": 50035,
+        "message": "Invalid Form Body",
+        "errors": {"message_reference": {"_errors": [
+            {"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}]}},
+    });
+    let other_channel = cluster.channel(0, 1);
+    for reference in [
+        json!({"message_id": (question_id + 1).to_string()}),
+        json!({"message_id": question_id.to_string(), "channel_id": other_channel.to_string()}),
+    ] {
+        let body = json!({"content": "lost", "message_reference": reference}).to_string();
+        let refused = call(api, Method::POST, &messages_path(channel), &replier, &body).await;
+        assert_eq!(
+            (refused.status, &refused.body),
+            (StatusCode::BAD_REQUEST, &unknown_reference)
+        );
+    }
+    let body = json!({"content": "plain", "message_reference":
+        {"message_id": "1", "fail_if_not_exists": false}});
+    let plain = call(
+        api,
+        Method::POST,
+        &messages_path(channel),
+        &replier,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (plain.status, plain.body["type"].clone()),
+        (StatusCode::OK, json!(0))
+    );
+    assert!(
+        plain.body.get("message_reference").is_none(),
+        "{}",
+        plain.body
+    );
+    assert_eq!(cluster.stored(channel).await.len(), 3);
+
+    // 3. Reactions: 204 whether or not they change anything; bad emoji and messages refused.
+    let reaction = |message_id: u64, emoji: &str| {
+        format!(
+            "{}/{message_id}/reactions/{emoji}/@me",
+            messages_path(channel)
+        )
+    };
+    let fire = "%F0%9F%94%A5";
+    for (token, emoji) in [
+        (&replier, fire),
+        (&replier, fire),
+        (&asker, fire),
+        (&asker, "blob:123"),
+    ] {
+        let put = call(api, Method::PUT, &reaction(question_id, emoji), token, "").await;
+        assert_eq!(
+            (put.status, put.body.clone()),
+            (StatusCode::NO_CONTENT, Value::Null)
+        );
+    }
+    let bad = call(api, Method::PUT, &reaction(question_id, "fire"), &asker, "").await;
+    assert_eq!(
+        (bad.status, bad.body.clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"code": 10014, "message": "Unknown Emoji"})
+        )
+    );
+    let missing = call(
+        api,
+        Method::PUT,
+        &reaction(question_id + 1, fire),
+        &asker,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (missing.status, missing.body["code"].clone()),
+        (StatusCode::NOT_FOUND, json!(10008))
+    );
+
+    // 4. History shows each emoji's count, and `me` for the reader.
+    let reactions_seen_by = |token: String| async move {
+        let page = call(api, Method::GET, &messages_path(channel), &token, "").await;
+        let message = page
+            .body
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|m| m["id"].as_str() == Some(question_id.to_string().as_str()))
+            .expect("the question")
+            .clone();
+        message["reactions"].clone()
+    };
+    assert_eq!(
+        reactions_seen_by(replier.clone()).await,
+        json!([{"count": 2, "me": true, "emoji": {"id": null, "name": "🔥"}},
+               {"count": 1, "me": false, "emoji": {"id": "123", "name": "blob"}}])
+    );
+    let removed = call(
+        api,
+        Method::DELETE,
+        &reaction(question_id, "blob:123"),
+        &asker,
+        "",
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reactions_seen_by(asker.clone()).await,
+        json!([{"count": 2, "me": true, "emoji": {"id": null, "name": "🔥"}}])
+    );
+
+    // 5. The session saw both creates, three adds (the repeated one made none) and a remove.
+    let mut events = Vec::new();
+    for _ in 0..7 {
+        let event = next_event(&mut ws).await;
+        events.push((
+            event["t"].as_str().expect("a name").to_string(),
+            event["d"].clone(),
+        ));
+    }
+    let names: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "MESSAGE_CREATE",
+            "MESSAGE_CREATE",
+            "MESSAGE_CREATE",
+            "MESSAGE_REACTION_ADD",
+            "MESSAGE_REACTION_ADD",
+            "MESSAGE_REACTION_ADD",
+            "MESSAGE_REACTION_REMOVE"
+        ]
+    );
+    assert_eq!(events[1].1["type"], 19);
+    assert_eq!(
+        events[1].1["message_reference"],
+        expected["message_reference"]
+    );
+    assert_eq!(
+        events[3].1,
+        json!({"user_id": cluster.user_id(1).to_string(), "channel_id": channel.to_string(),
+            "message_id": question_id.to_string(), "guild_id": guild_id.to_string(),
+            "emoji": {"id": null, "name": "🔥"}, "burst": false, "type": 0,
+            "message_author_id": cluster.user_id(3).to_string()})
+    );
+    assert_eq!(
+        events[6].1,
+        json!({"user_id": cluster.user_id(3).to_string(), "channel_id": channel.to_string(),
+            "message_id": question_id.to_string(), "guild_id": guild_id.to_string(),
+            "emoji": {"id": "123", "name": "blob"}, "burst": false, "type": 0})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

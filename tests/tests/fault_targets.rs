@@ -54,6 +54,8 @@ fn message(channel_id: u64, message_id: u64) -> StoredMessage {
         content: "m".to_string(),
         nonce: None,
         edited_ms: None,
+        referenced_message_id: None,
+        reactions: Vec::new(),
     }
 }
 

@@ -20,6 +20,8 @@ fn message(channel_id: u64, message_id: u64, content: &str) -> StoredMessage {
         content: content.to_string(),
         nonce: None,
         edited_ms: None,
+        referenced_message_id: None,
+        reactions: Vec::new(),
     }
 }
 

@@ -46,6 +46,8 @@ async fn write_messages(
             content: format!("message {n}"),
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         };
         if store.put(&message, clock.now_us()).await.is_ok() {
             acked.push(message.message_id);
@@ -267,6 +269,8 @@ fn with_two_replicas_down_writes_are_unavailable_not_timed_out() {
                         content: format!("m{n}"),
                         nonce: None,
                         edited_ms: None,
+                        referenced_message_id: None,
+                        reactions: Vec::new(),
                     };
                     outcomes.push(store.put(&message, clock.now_us()).await);
                 }
@@ -578,6 +582,8 @@ fn a_quorum_range_delete_hides_its_slice_from_quorum_reads() {
                     content: "written after the delete".into(),
                     nonce: None,
                     edited_ms: None,
+                    referenced_message_id: None,
+                    reactions: Vec::new(),
                 };
                 store.put(&again, deleted_at_us + 1).await.expect("a put");
                 let seen = history_ids(&store, &[channel]).await;

@@ -69,6 +69,8 @@ fn a_hundred_concurrent_reads_of_one_channel_cost_a_handful_of_store_queries() {
                         content: format!("message {n}"),
                         nonce: None,
                         edited_ms: None,
+                        referenced_message_id: None,
+                        reactions: Vec::new(),
                     };
                     store.put(&message, clock.now_us()).await.expect("stored");
                     written.push(message);

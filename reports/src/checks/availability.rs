@@ -1,7 +1,9 @@
 //! Availability: the share of operations answered successfully within their kind's deadline,
 //! per window (by invocation time) and overall, with the share answered within 100 ms beside
 //! it. An operation that failed, timed out, or was answered late counts against it. The
-//! final verification reads are not workload traffic and are left out.
+//! final verification reads are not workload traffic and are left out. Every operation
+//! counts once, whatever its kind (a send, a read, an edit, a reaction); edits and reactions
+//! are held to a send's deadline, and each attempt of a retried send is an operation.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,11 +55,15 @@ fn share(part: u64, whole: u64) -> f64 {
 
 /// Whether `op` was answered successfully within its deadline; and within 100 ms.
 fn judge(op: &Op, config: &CheckConfig) -> (bool, bool) {
+    // Edits and reactions are writes, held to a send's deadline.
     let deadline_ms = match op.kind {
-        OpKind::Send { .. } => config.send_deadline_ms,
+        OpKind::Send { .. } | OpKind::Edit { .. } | OpKind::React { .. } => config.send_deadline_ms,
         OpKind::Read { .. } => config.read_deadline_ms,
     };
-    let succeeded = matches!(op.outcome, Outcome::Sent { .. } | Outcome::Read { .. });
+    let succeeded = matches!(
+        op.outcome,
+        Outcome::Sent { .. } | Outcome::Read { .. } | Outcome::Done
+    );
     let took_ns = op.completed_ns.saturating_sub(op.invoked_ns);
     (
         succeeded && took_ns <= deadline_ms * 1_000_000,

@@ -250,11 +250,13 @@ pub(crate) mod build {
             kind: OpKind::Send {
                 channel_id,
                 nonce: format!("n{at}"),
+                reply_to: None,
             },
             invoked_ns: at,
             completed_ns: at + 5,
             outcome: Outcome::Sent { message_id },
             verification: false,
+            first_invoked_ns: None,
         }
     }
 
@@ -272,6 +274,7 @@ pub(crate) mod build {
                 message_ids: ids.to_vec(),
             },
             verification: false,
+            first_invoked_ns: None,
         }
     }
 

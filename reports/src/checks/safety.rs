@@ -31,7 +31,7 @@ fn known_messages(history: &History) -> Known {
                     learn(op.kind.channel_id(), id, op.completed_ns, index);
                 }
             }
-            Outcome::Failed { .. } | Outcome::TimedOut => {}
+            Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Done => {}
         }
     }
     known
@@ -346,8 +346,10 @@ pub fn causality(history: &History) -> CheckResult {
             .enumerate()
             .filter(|(_, op)| op.client == client)
             .filter_map(|(index, op)| match (&op.outcome, &op.kind) {
+                // A retried send asked for its message at its first attempt, whose id
+                // the retry is answered with.
                 (Outcome::Sent { message_id }, OpKind::Send { .. }) => {
-                    Some((op.invoked_ns, index, *message_id))
+                    Some((op.first_invoked_ns(), index, *message_id))
                 }
                 _ => None,
             })
@@ -382,6 +384,7 @@ pub fn causality(history: &History) -> CheckResult {
 mod tests {
     use super::*;
     use crate::checks::build::{event, message, read, resumed, send, session};
+    use crate::history::Op;
 
     #[test]
     fn durability_flags_an_acknowledged_message_missing_from_a_later_read() {
@@ -560,6 +563,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let history = History {
             ops: vec![send(1, 7, 0, 100), retry, send(1, 7, 30, 200)],
@@ -576,6 +580,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let mut first = message(0, 1, 7, 100, 10);
         let mut second = message(0, 2, 7, 101, 30);
@@ -603,6 +608,7 @@ mod tests {
         retry.kind = OpKind::Send {
             channel_id: 7,
             nonce: "n0".into(),
+            reply_to: None,
         };
         let history = History {
             ops: vec![send(1, 7, 0, 100), retry, read(1, 7, 40, 10, &[101, 101])],
@@ -654,6 +660,99 @@ mod tests {
         let result = causality(&history);
         assert_eq!(result.violations, 1, "{result:?}");
         assert_eq!(result.witnesses[0].keys(), vec![("op", 0), ("op", 1)]);
+    }
+
+    #[test]
+    fn edits_reactions_and_replies_are_neither_duplicates_nor_out_of_order() {
+        // Client 1 sends 100, client 2 replies with 200; 1 edits 100 and 2 reacts to it. The
+        // session sees two creates, then the update of 100 and a reaction to it, which come
+        // after 200 in `s` but are not new messages.
+        let mut reply = send(2, 7, 10, 200);
+        reply.kind = OpKind::Send {
+            channel_id: 7,
+            nonce: "r".into(),
+            reply_to: Some(100),
+        };
+        let done = |client, at, kind| Op {
+            client,
+            kind,
+            invoked_ns: at,
+            completed_ns: at + 5,
+            outcome: Outcome::Done,
+            verification: false,
+            first_invoked_ns: None,
+        };
+        let edit = done(
+            1,
+            20,
+            OpKind::Edit {
+                channel_id: 7,
+                message_id: 100,
+            },
+        );
+        let react = OpKind::React {
+            channel_id: 7,
+            message_id: 100,
+            emoji: "🔥".into(),
+        };
+        let mut update = message(0, 4, 7, 100, 30);
+        update.event = "MESSAGE_UPDATE".into();
+        let mut reaction = event(0, 5, "MESSAGE_REACTION_ADD", 40);
+        reaction.channel_id = Some(7);
+        let history = History {
+            ops: vec![
+                send(1, 7, 0, 100),
+                reply,
+                edit,
+                done(2, 30, react),
+                read(3, 7, 50, 10, &[200, 100]),
+            ],
+            sessions: vec![session(3, 0, vec![7])],
+            deliveries: vec![
+                event(0, 1, "READY", 0),
+                message(0, 2, 7, 100, 6),
+                message(0, 3, 7, 200, 16),
+                update,
+                reaction,
+            ],
+            ..History::default()
+        };
+        let config = crate::checks::CheckConfig::default();
+        let results = crate::checks::check_all(&history, &config);
+        for (name, result) in &results {
+            assert_eq!(result.violations, 0, "{name}: {result:?}");
+        }
+        let stats = crate::checks::availability_stats(&history, &config);
+        assert_eq!(
+            (stats.ops, stats.ok),
+            (5, 5),
+            "edits and reactions are operations"
+        );
+    }
+
+    #[test]
+    fn causality_takes_a_retried_send_as_asked_for_at_its_first_attempt() {
+        // Client 1's send timed out at 0..10 (its message got id 150), then it saw 200 at
+        // 20 ns, then its retry with the same nonce at 30 was answered with 150.
+        let mut first = send(1, 7, 0, 150);
+        first.outcome = Outcome::TimedOut;
+        let mut retry = send(1, 7, 30, 150);
+        retry.kind = first.kind.clone();
+        retry.first_invoked_ns = Some(0);
+        let history = History {
+            ops: vec![first, retry.clone()],
+            sessions: vec![session(1, 0, vec![7])],
+            deliveries: vec![message(0, 2, 7, 200, 20)],
+            ..History::default()
+        };
+        assert_eq!(causality(&history), CheckResult::default());
+
+        // Taken as a send of its own, asked for at 30, it would be flagged.
+        let mut alone = history;
+        alone.ops[1].first_invoked_ns = None;
+        let result = causality(&alone);
+        assert_eq!(result.violations, 1, "{result:?}");
+        assert_eq!(result.witnesses[0].keys(), vec![("delivery", 0), ("op", 1)]);
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! - `PATCH /channels/{c}/messages/{m}`: `content`, by the author only (403 / 50005); answers
 //!   the message with `edited_timestamp` set.
 //! - `DELETE /channels/{c}/messages/{m}`: by the author only (403 / 50013); 204.
+//! - A create with `message_reference: {message_id, channel_id?, guild_id?,
+//!   fail_if_not_exists?}` is a reply (type 19) to a message of the same channel; a
+//!   reference to a message the channel does not hold is refused with 50035 naming
+//!   `message_reference` (REPLIES_UNKNOWN_MESSAGE), or sent as a plain message if
+//!   `fail_if_not_exists` is false; one naming another channel or guild likewise.
+//! - `PUT` / `DELETE /channels/{c}/messages/{m}/reactions/{emoji}/@me`: the caller's
+//!   reaction with a unicode emoji (URL-encoded) or `name:id`; 204 whether or not it
+//!   changed anything; 10014 for an emoji that is neither; 10008 for an unknown message.
 //!
 //! A body must be JSON (50109 with serde's line and column otherwise) and may hold only the
 //! fields above (50035 naming the unknown one). `tts` is refused; `allowed_mentions` is
@@ -77,6 +85,80 @@ struct CreateMessage {
     tts: bool,
     #[serde(default, rename = "allowed_mentions")]
     _allowed_mentions: Option<serde_json::Value>,
+    #[serde(default)]
+    message_reference: Option<MessageReference>,
+}
+
+/// A create's `message_reference`: the message a reply answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageReference {
+    message_id: serde_json::Value,
+    #[serde(default)]
+    channel_id: Option<serde_json::Value>,
+    #[serde(default)]
+    guild_id: Option<serde_json::Value>,
+    #[serde(default = "yes")]
+    fail_if_not_exists: bool,
+    /// 0 (a reply) is the only reference type served.
+    #[serde(default, rename = "type")]
+    kind: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A snowflake given as a JSON string or integer, at `field`.
+fn snowflake_value(field: &str, value: &serde_json::Value) -> Result<u64, ApiError> {
+    match value {
+        serde_json::Value::String(text) => parse_snowflake(field, text),
+        serde_json::Value::Number(number) => number
+            .as_u64()
+            .ok_or_else(|| ApiError::not_snowflake(field, &number.to_string())),
+        other => Err(ApiError::not_snowflake(field, &other.to_string())),
+    }
+}
+
+/// The refusal of a reply whose reference does not name a message of its channel.
+fn unknown_reference() -> ApiError {
+    ApiError::invalid_form(
+        "message_reference",
+        "REPLIES_UNKNOWN_MESSAGE",
+        "Unknown message",
+    )
+}
+
+/// The message a reply answers, checked against the path's channel and guild: `Ok(None)`
+/// for a reference that `fail_if_not_exists: false` turns into a plain send.
+fn reference_of(
+    reference: &MessageReference,
+    channel_id: u64,
+    guild_id: u64,
+) -> Result<Option<u64>, ApiError> {
+    if reference.kind != 0 {
+        let problem = "Only replies (type 0) are served.";
+        return Err(ApiError::invalid_form(
+            "message_reference.type",
+            "BASE_TYPE_CHOICES",
+            problem,
+        ));
+    }
+    let message_id = snowflake_value("message_reference.message_id", &reference.message_id)?;
+    let named = |field: &str, value: &Option<serde_json::Value>, expected: u64| match value {
+        None | Some(serde_json::Value::Null) => Ok(true),
+        Some(value) => Ok(snowflake_value(field, value)? == expected),
+    };
+    let here = named(
+        "message_reference.channel_id",
+        &reference.channel_id,
+        channel_id,
+    )? && named("message_reference.guild_id", &reference.guild_id, guild_id)?;
+    match (here, reference.fail_if_not_exists) {
+        (true, _) => Ok(Some(message_id)),
+        (false, true) => Err(unknown_reference()),
+        (false, false) => Ok(None),
+    }
 }
 
 /// The body of an edit-message request.
@@ -204,21 +286,121 @@ pub(super) async fn create(
     let create = parse_create(&body)?;
     let nonce = nonce_string(create.nonce)?;
     let after = causal_after(&headers, api.config.clock.now_ms())?;
+    let reference = match &create.message_reference {
+        Some(reference) => reference_of(reference, channel_id, guild_id)?,
+        None => None,
+    };
+    let may_drop_reference = create
+        .message_reference
+        .as_ref()
+        .is_some_and(|r| !r.fail_if_not_exists);
 
     // 2. The guild orders, stores and fans out (or answers the first send of a nonce).
-    let request = GuildRequest::CreateMessage {
+    let mut request = GuildRequest::CreateMessage {
         channel_id,
         author_id: user.id,
         content: create.content,
         nonce,
         enforce_nonce: create.enforce_nonce,
+        referenced_message_id: reference,
         after,
     };
-    match api.call_guild(guild_id, &request).await? {
+    let mut answer = api.call_guild(guild_id, &request).await?;
+    if matches!(answer, GuildResponse::UnknownReference) && may_drop_reference {
+        if let GuildRequest::CreateMessage {
+            referenced_message_id,
+            ..
+        } = &mut request
+        {
+            *referenced_message_id = None;
+        }
+        answer = api.call_guild(guild_id, &request).await?;
+    }
+    match answer {
         GuildResponse::Created(message) => {
             crate::metrics::registry().rest_messages_acknowledged.inc();
             Ok(Json(MessageView::of(&message, &user.username)))
         }
+        GuildResponse::UnknownReference => Err(unknown_reference()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A reaction's emoji from the path (already percent-decoded): a unicode emoji, or
+/// `name:id` for a custom one; 10014 otherwise.
+fn parse_emoji(text: &str) -> Result<String, ApiError> {
+    let unknown = || ApiError::new(StatusCode::BAD_REQUEST, 10014, "Unknown Emoji");
+    if text.is_empty() || text.len() > EMOJI_BYTES_MAX {
+        return Err(unknown());
+    }
+    if let Some((name, id)) = text.rsplit_once(':') {
+        let custom = !name.is_empty()
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && id.parse::<u64>().is_ok();
+        return if custom {
+            Ok(text.to_string())
+        } else {
+            Err(unknown())
+        };
+    }
+    // A unicode emoji: no letters, digits, spaces or punctuation of ASCII.
+    if text
+        .chars()
+        .any(|c| c.is_ascii() || c.is_whitespace() || c.is_control())
+    {
+        return Err(unknown());
+    }
+    Ok(text.to_string())
+}
+
+/// The longest emoji accepted, in bytes (a family with skin tones is about 40).
+const EMOJI_BYTES_MAX: usize = 100;
+
+/// `PUT /channels/{c}/messages/{m}/reactions/{emoji}/@me`.
+pub(super) async fn react(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path((channel_id, message_id, emoji)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    reaction(&api, &user, (channel_id, message_id, emoji), true).await
+}
+
+/// `DELETE /channels/{c}/messages/{m}/reactions/{emoji}/@me`.
+pub(super) async fn unreact(
+    State(api): State<Arc<Api>>,
+    Extension(user): Extension<User>,
+    Path((channel_id, message_id, emoji)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    reaction(&api, &user, (channel_id, message_id, emoji), false).await
+}
+
+async fn reaction(
+    api: &Api,
+    user: &User,
+    (channel_id, message_id, emoji): (String, String, String),
+    add: bool,
+) -> Result<Response, ApiError> {
+    let channel_id = parse_snowflake("channel_id", &channel_id)?;
+    let message_id = parse_snowflake("message_id", &message_id)?;
+    let emoji = parse_emoji(&emoji)?;
+    let guild_id = api.authorize_channel(user, channel_id).await?;
+    let request = if add {
+        GuildRequest::AddReaction {
+            channel_id,
+            message_id,
+            user_id: user.id,
+            emoji,
+        }
+    } else {
+        GuildRequest::RemoveReaction {
+            channel_id,
+            message_id,
+            user_id: user.id,
+            emoji,
+        }
+    };
+    match api.call_guild(guild_id, &request).await? {
+        GuildResponse::Reacted => Ok(StatusCode::NO_CONTENT.into_response()),
         other => Err(unexpected(&other)),
     }
 }
@@ -376,7 +558,7 @@ pub(super) async fn history(
     let directory = api.directory().read();
     let views = messages
         .iter()
-        .map(|m| MessageView::of(m, directory.username(m.author_id)));
+        .map(|m| MessageView::seen_by(m, directory.username(m.author_id), Some(user.id)));
     Ok(Json(views.collect()))
 }
 
@@ -421,6 +603,50 @@ mod tests {
         assert_eq!(err.message.matches("line 1").count(), 1, "{}", err.message);
         let err = parse_create(br#"{"content": 5}"#).unwrap_err();
         assert_eq!(err.code, 50035);
+    }
+
+    #[test]
+    fn emoji_are_unicode_or_name_and_id() {
+        assert_eq!(parse_emoji("🔥").unwrap(), "🔥");
+        assert_eq!(parse_emoji("❤️").unwrap(), "❤️");
+        assert_eq!(
+            parse_emoji("blob_1:41771983429993937").unwrap(),
+            "blob_1:41771983429993937"
+        );
+        for bad in ["", "x", "fire", "🔥 ", "blob:", ":1", "blob:x1", "a b:1"] {
+            let error = parse_emoji(bad).unwrap_err();
+            assert_eq!(
+                (error.status, error.code),
+                (StatusCode::BAD_REQUEST, 10014),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reference_names_a_message_of_this_channel_and_guild() {
+        let reference =
+            |json: serde_json::Value| -> MessageReference { serde_json::from_value(json).unwrap() };
+        assert_eq!(
+            reference_of(&reference(json!({"message_id": "9"})), 7, 3).unwrap(),
+            Some(9)
+        );
+        let full = json!({"message_id": 9, "channel_id": "7", "guild_id": "3", "type": 0});
+        assert_eq!(reference_of(&reference(full), 7, 3).unwrap(), Some(9));
+        let elsewhere = json!({"message_id": "9", "channel_id": "8"});
+        let error = reference_of(&reference(elsewhere.clone()), 7, 3).unwrap_err();
+        assert_eq!(detail(&error, "message_reference"), "Unknown message");
+        let mut lenient = elsewhere;
+        lenient["fail_if_not_exists"] = json!(false);
+        assert_eq!(reference_of(&reference(lenient), 7, 3).unwrap(), None);
+        let error = reference_of(&reference(json!({"message_id": "x9"})), 7, 3).unwrap_err();
+        assert_eq!(
+            detail(&error, "message_reference.message_id"),
+            "Value \"x9\" is not snowflake."
+        );
+        let error =
+            parse_create(br#"{"content": "hi", "message_reference": {"id": "9"}}"#).unwrap_err();
+        assert_eq!(error.code, 50035);
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub fn router(config: ApiConfig) -> Router {
             "/api/v10/channels/{channel_id}/messages/{message_id}",
             patch(messages::edit).delete(messages::delete),
         )
+        .route(
+            "/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+            put(messages::react).delete(messages::unreact),
+        )
         .route("/api/v10/guilds", post(guilds::create_guild))
         .route("/api/v10/guilds/{guild_id}", get(guilds::get_guild))
         .route(
@@ -136,6 +140,33 @@ pub async fn run(listener: TcpListener, config: ApiConfig) {
         config.store.clone(),
     ));
     crate::net::serve_http(listener, router(config)).await;
+}
+
+/// [`run`], counting every HTTP request the node serves into `load`, by method.
+pub async fn run_counted(listener: TcpListener, config: ApiConfig, load: crate::load::NodeLoad) {
+    tokio::spawn(catch_up_at_start(
+        config.directory.clone(),
+        config.store.clone(),
+    ));
+    let router = router(config).layer(middleware::from_fn_with_state(load, count_request));
+    crate::net::serve_http(listener, router).await;
+}
+
+async fn count_request(
+    State(load): State<crate::load::NodeLoad>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let kind = match *request.method() {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PATCH => "patch",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    load.served(kind);
+    next.run(request).await
 }
 
 /// Tries a few times to read the directory log; a node that cannot still catches up on its
@@ -184,7 +215,8 @@ async fn current_user(Extension(user): Extension<User>) -> Json<serde_json::Valu
 /// parameter (`/api/v10/channels/{id}` → the channel id).
 fn route_of(method: &Method, matched: &str) -> Route {
     let messages = matched.starts_with("/api/v10/channels/");
-    let one_message = matched.ends_with("{message_id}");
+    // A reaction counts against the edit bucket of its message.
+    let one_message = matched.ends_with("{message_id}") || matched.ends_with("/@me");
     match (messages, one_message, method.as_str()) {
         (true, false, "POST") => Route::MessageCreate,
         (true, false, _) => Route::MessageRead,

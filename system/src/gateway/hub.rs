@@ -744,6 +744,52 @@ mod tests {
     }
 
     #[test]
+    fn reactions_reach_only_sessions_with_the_guild_message_reactions_intent() {
+        let mut hub = Hub::default();
+        let reactions = intents::GUILD_MESSAGES | intents::GUILD_MESSAGE_REACTIONS;
+        let mut with = open(&mut hub, 7, reactions);
+        let mut without = open(&mut hub, 8, intents::GUILD_MESSAGES);
+        let data = json!({"user_id": "8", "channel_id": "5", "message_id": "1", "guild_id": "1",
+            "emoji": {"id": null, "name": "🔥"}, "burst": false, "type": 0,
+            "message_author_id": "2"});
+        let add = GatewayEvent {
+            name: "MESSAGE_REACTION_ADD".into(),
+            data: data.clone(),
+            ..event(1, 2)
+        };
+        let remove = GatewayEvent {
+            name: "MESSAGE_REACTION_REMOVE".into(),
+            data,
+            ..event(1, 3)
+        };
+        hub.dispatch(vec![event(1, 1), add, remove], BOUNDS);
+        let mut frames = Vec::new();
+        while let Ok(frame) = with.queue.try_recv() {
+            frames.push((frame.s, frame.name.to_string(), frame.d.to_string()));
+        }
+        let names: Vec<(u64, &str)> = frames.iter().map(|f| (f.0, f.1.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                (1, "READY"),
+                (2, "MESSAGE_CREATE"),
+                (3, "MESSAGE_REACTION_ADD"),
+                (4, "MESSAGE_REACTION_REMOVE")
+            ]
+        );
+        // The payload passes as the guild made it: no content to blank.
+        let added: serde_json::Value = serde_json::from_str(&frames[2].2).unwrap();
+        assert_eq!(added["emoji"]["name"], "🔥");
+        assert_eq!(added["message_author_id"], "2");
+        let got = drain(&mut without);
+        assert_eq!(
+            got.last(),
+            Some(&(2, "MESSAGE_CREATE".to_string())),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn a_member_who_joins_is_followed_by_the_sessions_whose_shard_takes_the_guild() {
         let mut hub = Hub::default();
         let mut unsharded = open(&mut hub, 7, ALL);

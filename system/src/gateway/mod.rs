@@ -163,6 +163,8 @@ struct Gateway {
     config: GatewayConfig,
     limits: GatewayLimits,
     hub: Mutex<Hub>,
+    /// Counts WebSocket upgrades and batches of guild events, if whoever started it asked.
+    load: Option<crate::load::NodeLoad>,
 }
 
 impl Gateway {
@@ -187,10 +189,28 @@ pub struct GatewayHandle {
 impl GatewayHandle {
     /// A gateway with `config` and `limits`, serving nothing yet.
     pub fn new(config: GatewayConfig, limits: GatewayLimits) -> Self {
+        Self::with_load(config, limits, None)
+    }
+
+    /// [`GatewayHandle::new`], counting the requests it serves into `load`.
+    pub fn counted(
+        config: GatewayConfig,
+        limits: GatewayLimits,
+        load: crate::load::NodeLoad,
+    ) -> Self {
+        Self::with_load(config, limits, Some(load))
+    }
+
+    fn with_load(
+        config: GatewayConfig,
+        limits: GatewayLimits,
+        load: Option<crate::load::NodeLoad>,
+    ) -> Self {
         let gateway = Gateway {
             config,
             limits,
             hub: Mutex::new(Hub::default()),
+            load,
         };
         Self {
             gateway: Arc::new(gateway),
@@ -203,6 +223,9 @@ impl GatewayHandle {
         let for_rpc = self.clone();
         tokio::spawn(serve_rpc(rpc_listener, move |request: GatewayRequest| {
             let handle = for_rpc.clone();
+            if let Some(load) = &handle.gateway.load {
+                load.served("event_batch");
+            }
             async move {
                 match request {
                     GatewayRequest::Dispatch { events } => handle.dispatch(events),
@@ -275,6 +298,18 @@ impl GatewayHandle {
     }
 }
 
+/// [`run`], counting the requests the gateway serves into `load`.
+pub async fn run_counted(
+    http_listener: TcpListener,
+    rpc_listener: TcpListener,
+    config: GatewayConfig,
+    load: crate::load::NodeLoad,
+) {
+    GatewayHandle::counted(config, GatewayLimits::default(), load)
+        .serve(http_listener, rpc_listener)
+        .await;
+}
+
 /// Runs a gateway with Discord's limits: WebSocket sessions on `http_listener` at
 /// `/gateway`, guild dispatches on `rpc_listener`.
 pub async fn run(http_listener: TcpListener, rpc_listener: TcpListener, config: GatewayConfig) {
@@ -329,6 +364,9 @@ async fn upgrade(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     }
     let version = version_of(request.uri().query());
+    if let Some(load) = &gateway.load {
+        load.served("session_upgrade");
+    }
 
     // 2. Finish the upgrade in a task of ours once hyper hands the connection over.
     let on_upgrade = hyper::upgrade::on(&mut request);

@@ -92,6 +92,8 @@ pub mod intents {
     pub const GUILD_PRESENCES: u64 = 1 << 8;
     /// Message create, update and delete in guilds.
     pub const GUILD_MESSAGES: u64 = 1 << 9;
+    /// Reactions added to and removed from messages in guilds.
+    pub const GUILD_MESSAGE_REACTIONS: u64 = 1 << 10;
     /// Message content in events of others' messages (privileged).
     pub const MESSAGE_CONTENT: u64 = 1 << 15;
     /// The intents an application must be allowed before asking for them.
@@ -107,6 +109,10 @@ pub mod intents {
             "MESSAGE_CREATE" | "MESSAGE_UPDATE" | "MESSAGE_DELETE" | "MESSAGE_DELETE_BULK" => {
                 GUILD_MESSAGES
             }
+            "MESSAGE_REACTION_ADD"
+            | "MESSAGE_REACTION_REMOVE"
+            | "MESSAGE_REACTION_REMOVE_ALL"
+            | "MESSAGE_REACTION_REMOVE_EMOJI" => GUILD_MESSAGE_REACTIONS,
             _ => 0,
         }
     }

@@ -8,6 +8,11 @@
 //!   keeps it even if this node's clock is behind the first writer's; MESSAGE_UPDATE;
 //! - a delete reads the message, checks its author and writes a row tombstone above the write
 //!   timestamp it read; MESSAGE_DELETE;
+//! - a reaction reads the message and writes the row again with the user added to (or
+//!   removed from) the emoji's users, above the write timestamp it read, exactly as an
+//!   edit does; MESSAGE_REACTION_ADD / MESSAGE_REACTION_REMOVE, none if nothing changed;
+//! - a reply's referenced message is read before the reply gets its id: one that is not
+//!   stored in the channel (or was deleted) refuses the reply;
 //! - a directory change gets a snowflake, is written to the directory log at the store's
 //!   level, applied to this node's directory copy and dispatched (GUILD_CREATE,
 //!   CHANNEL_CREATE, GUILD_MEMBER_ADD). A guild created here gets a process here.
@@ -52,7 +57,86 @@ pub(super) async fn catch_up_at_start(node: Arc<GuildNode>) {
     }
 }
 
+/// A message to create, as the API asked for it.
+#[derive(Debug, Clone)]
+pub(super) struct NewMessage {
+    pub(super) channel_id: u64,
+    pub(super) author_id: u64,
+    pub(super) content: String,
+    pub(super) referenced_message_id: Option<u64>,
+}
+
 impl GuildNode {
+    /// Whether a reply may reference `referenced` in `channel_id`: `None` if it may, else
+    /// the answer refusing the reply.
+    pub(super) async fn check_reference(
+        &self,
+        channel_id: u64,
+        referenced: u64,
+    ) -> Option<GuildResponse> {
+        match self.store.get(channel_id, referenced).await {
+            Ok(Some(_)) => None,
+            Ok(_) => Some(GuildResponse::UnknownReference),
+            Err(error) => Some(GuildResponse::Failed(error)),
+        }
+    }
+
+    /// Adds (`add`) or removes `user_id`'s reaction with `emoji` on a message, by
+    /// read-modify-write of its row under the guild's lock.
+    async fn react(
+        self: &Arc<Self>,
+        (channel_id, message_id): (u64, u64),
+        user_id: u64,
+        emoji: String,
+        add: bool,
+    ) -> GuildResponse {
+        let Some(guild_id) = self.guild_of_channel(channel_id).await else {
+            return GuildResponse::UnknownChannel;
+        };
+        let mut process = match self.lock_owned(guild_id).await {
+            Ok(process) => process,
+            Err(refused) => return refused,
+        };
+
+        // 1. Under the lock: the message as stored now.
+        let (mut message, read_us) = match self.store.get(channel_id, message_id).await {
+            Ok(Some(timed)) => (timed.message, timed.write_us),
+            Ok(None) => return GuildResponse::UnknownMessage,
+            Err(error) => return GuildResponse::Failed(error),
+        };
+        let changed = if add {
+            message.add_reaction(&emoji, user_id)
+        } else {
+            message.remove_reaction(&emoji, user_id)
+        };
+        if !changed {
+            return GuildResponse::Reacted;
+        }
+
+        // 2. Write above what was read, then dispatch.
+        let write_us = self.clock.now_us().max(read_us + 1);
+        if let Err(error) = self.store.put(&message, write_us).await {
+            return GuildResponse::Failed(error);
+        }
+        let mut data = json!({
+            "user_id": user_id.to_string(),
+            "channel_id": channel_id.to_string(),
+            "message_id": message_id.to_string(),
+            "guild_id": guild_id.to_string(),
+            "emoji": crate::model::emoji_json(&emoji),
+            "burst": false,
+            "type": 0,
+        });
+        let name = if add {
+            data["message_author_id"] = json!(message.author_id.to_string());
+            "MESSAGE_REACTION_ADD"
+        } else {
+            "MESSAGE_REACTION_REMOVE"
+        };
+        self.queue_event(&mut process, guild_id, name, data).await;
+        GuildResponse::Reacted
+    }
+
     /// Catches the directory up after a miss that happened when `started` catch-ups had begun.
     async fn catch_up_after_miss(&self, started: u64) {
         if let Err(error) = directory::catch_up_after(&self.directory, &*self.store, started).await
@@ -234,6 +318,24 @@ impl GuildNode {
                 actor_id,
             } => {
                 self.edit_message(channel_id, message_id, actor_id, None)
+                    .await
+            }
+            GuildRequest::AddReaction {
+                channel_id,
+                message_id,
+                user_id,
+                emoji,
+            } => {
+                self.react((channel_id, message_id), user_id, emoji, true)
+                    .await
+            }
+            GuildRequest::RemoveReaction {
+                channel_id,
+                message_id,
+                user_id,
+                emoji,
+            } => {
+                self.react((channel_id, message_id), user_id, emoji, false)
                     .await
             }
             GuildRequest::CreateGuild {

@@ -123,6 +123,8 @@ mod tests {
             content: "hi".into(),
             nonce: Some(nonce.into()),
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         }
     }
 

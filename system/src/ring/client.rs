@@ -362,6 +362,8 @@ impl StoreClient {
                     content,
                     nonce: None,
                     edited_ms: None,
+                    referenced_message_id: None,
+                    reactions: Vec::new(),
                 }),
             },
         };

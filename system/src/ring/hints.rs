@@ -232,6 +232,8 @@ mod tests {
             content: "x".into(),
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         };
         Mutation::Row(Row {
             key: RowKey {

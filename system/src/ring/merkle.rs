@@ -157,6 +157,8 @@ fn row_bytes(row: &Row) -> Vec<u8> {
         content,
         nonce,
         edited_ms,
+        referenced_message_id,
+        reactions,
     } = message;
     out.push(1);
     for id in [channel_id, message_id, guild_id, author_id] {
@@ -174,6 +176,19 @@ fn row_bytes(row: &Row) -> Vec<u8> {
     if let Some(edited_ms) = edited_ms {
         out.push(2);
         out.extend_from_slice(&edited_ms.to_le_bytes());
+    }
+    // Replies and reactions likewise, each behind its own tag.
+    if let Some(referenced) = referenced_message_id {
+        out.push(3);
+        out.extend_from_slice(&referenced.to_le_bytes());
+    }
+    for reaction in reactions {
+        out.push(4);
+        put_str(&mut out, &reaction.emoji);
+        out.extend_from_slice(&(reaction.user_ids.len() as u64).to_le_bytes());
+        for user_id in &reaction.user_ids {
+            out.extend_from_slice(&user_id.to_le_bytes());
+        }
     }
     out
 }
@@ -382,6 +397,8 @@ mod tests {
                     content: content.into(),
                     nonce: None,
                     edited_ms: None,
+                    referenced_message_id: None,
+                    reactions: Vec::new(),
                 }),
             },
         }

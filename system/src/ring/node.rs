@@ -41,6 +41,7 @@ use super::repair::RepairReport;
 use super::{Consistency, Mutation, PartitionQuery, RangeTombstone, Row, Slice, StoreError};
 use crate::env::clock::NodeClock;
 use crate::env::disk::Disk;
+use crate::load::NodeLoad;
 use crate::metrics;
 use crate::rpc::{serve_rpc, RpcClient};
 
@@ -113,6 +114,28 @@ pub enum RingRequest {
     Repair,
 }
 
+impl RingRequest {
+    /// The kind a node's load counts this request as: store operations coordinated and
+    /// replica reads and writes, not gossip, Merkle trees or repair.
+    pub fn load_kind(&self) -> Option<&'static str> {
+        match self {
+            RingRequest::Write { .. } | RingRequest::WriteRange { .. } => Some("coordinate_write"),
+            RingRequest::Read { .. } => Some("coordinate_read"),
+            RingRequest::ReplicaWrite { .. } | RingRequest::ReplicaWriteRange { .. } => {
+                Some("replica_write")
+            }
+            RingRequest::ReplicaRead { .. } | RingRequest::ReplicaDigest { .. } => {
+                Some("replica_read")
+            }
+            RingRequest::Gossip(_)
+            | RingRequest::ReplicaMerkle { .. }
+            | RingRequest::ReplicaRangeRows { .. }
+            | RingRequest::ReplicaApply { .. }
+            | RingRequest::Repair => None,
+        }
+    }
+}
+
 /// A ring node's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RingResponse {
@@ -173,6 +196,8 @@ pub(super) struct RingNode {
     pub(super) clock: NodeClock,
     pub(super) hints: Mutex<HintStore>,
     pub(super) gossip: SharedGossiper,
+    /// Counts the requests this node serves, if whoever started it asked.
+    pub(super) load: std::sync::OnceLock<NodeLoad>,
 }
 
 /// A ring node whose engine, hints and gossip state are open: everything that can fail on
@@ -212,6 +237,7 @@ pub fn open(config: RingNodeConfig) -> std::io::Result<OpenRingNode> {
         clock: config.clock,
         hints: Mutex::new(hints),
         gossip,
+        load: std::sync::OnceLock::new(),
     });
     Ok(OpenRingNode {
         node,
@@ -269,6 +295,13 @@ impl OpenRingNode {
         })
     }
 
+    /// Counts every request this node serves into `load` (see [`crate::load`]).
+    pub fn counting(self, load: NodeLoad) -> Self {
+        // Set once, right after the open: a second counter is ignored.
+        let _ = self.node.load.set(load);
+        self
+    }
+
     /// Serves on `listener` until the task is dropped or a commit log sync fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let addr = self.node.addr;
@@ -312,6 +345,9 @@ pub async fn run(listener: TcpListener, config: RingNodeConfig) -> std::io::Resu
 
 impl RingNode {
     pub(super) async fn handle(self: Arc<Self>, request: RingRequest) -> RingResponse {
+        if let (Some(load), Some(kind)) = (self.load.get(), request.load_kind()) {
+            load.served(kind);
+        }
         match request {
             RingRequest::Write { row, consistency } => {
                 let start = tokio::time::Instant::now();

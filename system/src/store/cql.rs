@@ -32,6 +32,11 @@
 //! may have been applied); no reachable node becomes [`StoreError::NoCoordinator`]; anything
 //! else is [`StoreError::Storage`] with the driver's message.
 //!
+//! Replies and reactions take two columns: `referenced_message_id bigint`, and `reactions
+//! text` holding the reactions as JSON (`[{"emoji", "user_ids"}]`), both unset when absent.
+//! TODO(cql-migration): a table made before these columns existed keeps its shape
+//! (`CREATE TABLE IF NOT EXISTS`); it needs `ALTER TABLE messages ADD` by hand.
+//!
 //! Not modelled: rows a delete racing an edit leaves without their author or content are
 //! skipped as deleted, as Discord's reader does, rather than repaired.
 //! TODO(directory-log-partition): the directory log is one partition, as on the ring, so it
@@ -203,6 +208,21 @@ impl CqlStore {
             Some(edited_ms) => MaybeUnset::Set(edited_ms),
             None => MaybeUnset::Unset,
         };
+        let referenced = match message.referenced_message_id {
+            Some(id) => MaybeUnset::Set(bigint("referenced_message_id", id)?),
+            None => MaybeUnset::Unset,
+        };
+        let reactions_json = if message.reactions.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&message.reactions)
+                .map_err(|e| StoreError::Storage(format!("reactions do not encode: {e}")))?;
+            Some(json)
+        };
+        let reactions = match &reactions_json {
+            Some(json) => MaybeUnset::Set(json.as_str()),
+            None => MaybeUnset::Unset,
+        };
         let values = (
             bigint("channel_id", message.channel_id)?,
             cql_int_bucket(message.message_id)?,
@@ -212,6 +232,8 @@ impl CqlStore {
             message.content.as_str(),
             nonce,
             edited_ms,
+            referenced,
+            reactions,
             write_us,
         );
         self.session
@@ -528,6 +550,7 @@ async fn create_schema(
         "CREATE TABLE IF NOT EXISTS {keyspace}.messages (\
          channel_id bigint, bucket int, message_id bigint, \
          guild_id bigint, author_id bigint, content text, nonce text, edited_ms bigint, \
+         referenced_message_id bigint, reactions text, \
          PRIMARY KEY ((channel_id, bucket), message_id)) \
          WITH CLUSTERING ORDER BY (message_id DESC)"
     );
@@ -546,16 +569,17 @@ async fn create_schema(
 }
 
 /// The columns a message read selects, in [`MessageRow`]'s order.
-const MESSAGE_COLUMNS: &str =
-    "message_id, guild_id, author_id, content, nonce, edited_ms, WRITETIME(content)";
+const MESSAGE_COLUMNS: &str = "message_id, guild_id, author_id, content, nonce, edited_ms, \
+                               referenced_message_id, reactions, WRITETIME(content)";
 
 async fn prepare(session: &Session, keyspace: &str) -> Result<Statements, StoreError> {
     let columns = MESSAGE_COLUMNS;
     let texts = [
         format!(
             "INSERT INTO {keyspace}.messages \
-             (channel_id, bucket, message_id, guild_id, author_id, content, nonce, edited_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+             (channel_id, bucket, message_id, guild_id, author_id, content, nonce, edited_ms, \
+             referenced_message_id, reactions) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         ),
         format!(
             "SELECT {columns} FROM {keyspace}.messages \
@@ -607,7 +631,8 @@ async fn prepare(session: &Session, keyspace: &str) -> Result<Statements, StoreE
 }
 
 /// The row's columns as selected ([`MESSAGE_COLUMNS`]): message_id, guild_id, author_id,
-/// content, nonce, edited_ms, and the content's write timestamp.
+/// content, nonce, edited_ms, referenced_message_id, reactions, and the content's write
+/// timestamp.
 type MessageRow = (
     i64,
     Option<i64>,
@@ -615,6 +640,8 @@ type MessageRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<i64>,
+    Option<String>,
     Option<i64>,
 );
 
@@ -632,8 +659,17 @@ fn decode_rows(
         .map_err(|e| StoreError::Storage(format!("messages rows have unexpected types: {e}")))?;
     let mut messages = Vec::new();
     for row in typed {
-        let (message_id, guild_id, author_id, content, nonce, edited_ms, write_us) =
-            row.map_err(|e| StoreError::Storage(format!("a messages row did not decode: {e}")))?;
+        let (
+            message_id,
+            guild_id,
+            author_id,
+            content,
+            nonce,
+            edited_ms,
+            referenced,
+            reactions,
+            write_us,
+        ) = row.map_err(|e| StoreError::Storage(format!("a messages row did not decode: {e}")))?;
         let (Some(guild_id), Some(author_id), Some(content)) = (guild_id, author_id, content)
         else {
             continue;
@@ -646,6 +682,15 @@ fn decode_rows(
             content,
             nonce,
             edited_ms,
+            referenced_message_id: referenced
+                .map(|id| unsigned("referenced_message_id", id))
+                .transpose()?,
+            reactions: match reactions {
+                Some(json) => serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Storage(format!("a reactions column did not decode: {e}"))
+                })?,
+                None => Vec::new(),
+            },
         };
         // A live cell always has a write time; 0 only if the server left it out.
         messages.push(TimedMessage {

@@ -820,6 +820,8 @@ mod tests {
             content: content.into(),
             nonce: None,
             edited_ms: None,
+            referenced_message_id: None,
+            reactions: Vec::new(),
         };
         Row {
             key: key(message_id),
