@@ -647,6 +647,20 @@ impl GuildNode {
         Ok(epoch)
     }
 
+    /// Starts a new epoch for the guild `process` serves, as a takeover does: its next event
+    /// is the new epoch's first, on which gateways invalidate the guild's sessions.
+    pub(super) async fn renew_epoch(
+        self: &Arc<Self>,
+        process: &mut ProcessLock,
+        guild_id: u64,
+    ) -> Result<(), StoreError> {
+        let epoch = self.take_over(guild_id).await?;
+        process.state.epoch = Some(epoch);
+        process.epoch = epoch;
+        process.state.next_seq = 1;
+        Ok(())
+    }
+
     async fn create_message(
         self: &Arc<Self>,
         new: changes::NewMessage,

@@ -216,7 +216,7 @@ impl GuildNode {
 
     /// The answer to a repeated send with an enforced nonce, or `None` if `key` is new.
     pub(super) async fn repeat_of(
-        &self,
+        self: &Arc<Self>,
         process: &mut ProcessLock,
         key: &NonceKey,
         author_name: &str,
@@ -249,13 +249,16 @@ impl GuildNode {
         if let Err(error) = self.store.put(&message, self.clock.now_us()).await {
             return Some(GuildResponse::Failed(error));
         }
-        self.remember_nonce(&message, None, process.next_seq);
         if entry.guild_seq != process.next_seq {
-            // TODO(nonce-order): later events were delivered; delivering this one now would
-            // break the live id order, so sessions see it in history only.
-            tracing::warn!(message_id = message.message_id, "nonce_retry_not_delivered");
-            return Some(GuildResponse::Created(message));
+            // Later events went out live: this one cannot join the live order. A new epoch
+            // whose first event it is makes every gateway invalidate the guild's sessions
+            // (op 9), and they resync from history, where it now is.
+            tracing::warn!(message_id = message.message_id, "nonce_retry_renews_epoch");
+            if let Err(error) = self.renew_epoch(process, message.guild_id).await {
+                return Some(GuildResponse::Failed(error));
+            }
         }
+        self.remember_nonce(&message, None, process.next_seq);
         let data = serde_json::to_value(MessageView::of(&message, author_name)).ok()?;
         self.queue_event(process, message.guild_id, "MESSAGE_CREATE", data)
             .await;
