@@ -687,6 +687,63 @@ mod outcomes {
     }
 
     #[test]
+    fn cql_adds_the_columns_a_table_of_an_earlier_version_lacks() {
+        // A `messages` table as the first version made it, without the edit time, the reply
+        // reference and the reactions; opening the store adds them, and rows written before
+        // read back with them unset.
+        let nodes = cassandra().clone();
+        let keyspace = "chat_conformance_migration";
+        runtime().block_on(async {
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_nodes(&nodes)
+                .build()
+                .await
+                .expect("a session");
+            let old_shape = [
+                format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+                     {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+                ),
+                format!("DROP TABLE IF EXISTS {keyspace}.messages"),
+                format!(
+                    "CREATE TABLE {keyspace}.messages (channel_id bigint, bucket int, \
+                     message_id bigint, guild_id bigint, author_id bigint, content text, \
+                     nonce text, PRIMARY KEY ((channel_id, bucket), message_id)) \
+                     WITH CLUSTERING ORDER BY (message_id DESC)"
+                ),
+            ];
+            for ddl in old_shape {
+                session.query_unpaged(ddl, ()).await.expect("old schema");
+            }
+            let channel = channel_created_ago(DAY_MS);
+            let now_ms = NodeClock::new().now_ms();
+            let before = message_at(channel, now_ms, 0, "before");
+            let bucket = i32::try_from(bucket_of(before.message_id)).expect("a bucket");
+            let insert = format!(
+                "INSERT INTO {keyspace}.messages (channel_id, bucket, message_id, guild_id, \
+                 author_id, content) VALUES (?, ?, ?, 41, 7, 'before')"
+            );
+            let ids = (channel as i64, bucket, before.message_id as i64);
+            session
+                .query_unpaged(insert, ids)
+                .await
+                .expect("an old row");
+
+            let config = CqlConfig::new(nodes.clone(), keyspace, 1);
+            let store = CqlStore::open(&config).await.expect("the CQL store opens");
+            let old = store.get(channel, before.message_id).await.expect("a read");
+            assert_eq!(old.map(|t| t.message), Some(before.clone()));
+            let mut reply = message_at(channel, now_ms, 1, "after");
+            reply.referenced_message_id = Some(before.message_id);
+            reply.edited_ms = Some(now_ms);
+            reply.add_reaction("🔥", 9);
+            store.put(&reply, now_us()).await.expect("a write");
+            let new = store.get(channel, reply.message_id).await.expect("a read");
+            assert_eq!(new.map(|t| t.message), Some(reply));
+        });
+    }
+
+    #[test]
     fn cql_without_a_reachable_node_names_the_contact_points() {
         runtime().block_on(async {
             // Port 1 on loopback: nothing listens there.

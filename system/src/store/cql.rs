@@ -34,8 +34,9 @@
 //!
 //! Replies and reactions take two columns: `referenced_message_id bigint`, and `reactions
 //! text` holding the reactions as JSON (`[{"emoji", "user_ids"}]`), both unset when absent.
-//! TODO(cql-migration): a table made before these columns existed keeps its shape
-//! (`CREATE TABLE IF NOT EXISTS`); it needs `ALTER TABLE messages ADD` by hand.
+//! A table made before a column existed (`edited_ms`, `referenced_message_id`, `reactions`)
+//! gains it when a store opens with schema creation on (`ALTER TABLE ... ADD`); its rows read
+//! the new column as unset. Not done: renaming or retyping a column.
 //!
 //! Not modelled: rows a delete racing an edit leaves without their author or content are
 //! skipped as deleted, as Discord's reader does, rather than repaired.
@@ -562,6 +563,55 @@ async fn create_schema(
     for ddl in [keyspace_ddl, table_ddl, log_ddl] {
         session
             .query_unpaged(ddl, ())
+            .await
+            .map_err(|e| map_execution_error(e, quorum))?;
+    }
+    add_missing_columns(session, keyspace, quorum).await
+}
+
+/// The message columns added after the table's first shape, with their types.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("edited_ms", "bigint"),
+    ("referenced_message_id", "bigint"),
+    ("reactions", "text"),
+];
+
+/// Adds each of [`ADDED_COLUMNS`] that a `messages` table made by an earlier version lacks.
+async fn add_missing_columns(
+    session: &Session,
+    keyspace: &str,
+    quorum: usize,
+) -> Result<(), StoreError> {
+    let result = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = 'messages'",
+            (keyspace,),
+        )
+        .await
+        .map_err(|e| map_execution_error(e, quorum))?;
+    let rows = result
+        .into_rows_result()
+        .map_err(|e| StoreError::Storage(format!("the schema read returned no rows: {e}")))?;
+    let mut present = Vec::new();
+    for row in rows
+        .rows::<(String,)>()
+        .map_err(|e| StoreError::Storage(format!("schema rows have unexpected types: {e}")))?
+    {
+        let (name,) =
+            row.map_err(|e| StoreError::Storage(format!("a schema row did not decode: {e}")))?;
+        present.push(name);
+    }
+    for (name, kind) in ADDED_COLUMNS {
+        if present.iter().any(|p| p == name) {
+            continue;
+        }
+        tracing::info!(keyspace, column = name, "cql_messages_column_added");
+        session
+            .query_unpaged(
+                format!("ALTER TABLE {keyspace}.messages ADD {name} {kind}"),
+                (),
+            )
             .await
             .map_err(|e| map_execution_error(e, quorum))?;
     }
