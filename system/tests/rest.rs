@@ -24,7 +24,7 @@ use chat_system::ring::client::{HistoryQuery, StoreClient};
 use chat_system::ring::{self, Consistency};
 use chat_system::store::ring::RingStore;
 use chat_system::{data, guild};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
@@ -33,6 +33,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/ws.rs"]
+mod ws;
+
+use ws::{next_json as next_event, Ws};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -251,8 +256,6 @@ async fn history(api: SocketAddr, token: &str, channel_id: u64, query: String) -
         .collect()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<FlushIfDirty<TcpStream>>;
-
 /// A gateway session of `token`, past READY and its GUILD_CREATEs.
 async fn session(gateway: SocketAddr, token: &str, guilds: usize) -> Ws {
     session_with(gateway, token, guilds, 33281).await
@@ -260,11 +263,7 @@ async fn session(gateway: SocketAddr, token: &str, guilds: usize) -> Ws {
 
 /// [`session`] asking for `intents`, which include GUILDS.
 async fn session_with(gateway: SocketAddr, token: &str, guilds: usize, intents: u64) -> Ws {
-    let stream = TcpStream::connect(gateway).await.expect("gateway accepts");
-    let url = format!("ws://{gateway}/gateway");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, FlushIfDirty::new(stream))
-        .await
-        .expect("websocket handshake");
+    let mut ws = ws::connect(gateway, "").await;
     assert_eq!(next_event(&mut ws).await["op"], 10);
     let properties = json!({"os": "linux", "browser": "rest-test", "device": "rest-test"});
     let identify =
@@ -277,19 +276,6 @@ async fn session_with(gateway: SocketAddr, token: &str, guilds: usize, intents: 
         assert_eq!(next_event(&mut ws).await["t"], "GUILD_CREATE");
     }
     ws
-}
-
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("a payload in time");
-        match message.expect("stream open").expect("no ws error") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("JSON payload"),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
-    }
 }
 
 /// Forwards requests to `target` but never forwards the answer: the client times out after
