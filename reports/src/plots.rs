@@ -161,6 +161,24 @@ where
     Ok(())
 }
 
+/// Draws the chart's legend in the style every plot shares, and writes the area out.
+fn finish<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    area: &DrawingArea<DB, Shift>,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 12))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    area.present()?;
+    Ok(())
+}
+
 fn latency_over_time<DB: DrawingBackend>(
     input: &PlotInput<'_>,
     area: DrawingArea<DB, Shift>,
@@ -169,30 +187,16 @@ where
     DB::ErrorType: 'static,
 {
     area.fill(&WHITE)?;
-    let series = [
-        ("send p50", op_latencies(input.history, true), BLUE, false),
-        ("send max", op_latencies(input.history, true), BLUE, true),
-        ("read p50", op_latencies(input.history, false), GREEN, false),
-        (
-            "deliver p50",
-            delivery_latencies(input.history),
-            MAGENTA,
-            false,
-        ),
-        (
-            "deliver max",
-            delivery_latencies(input.history),
-            MAGENTA,
-            true,
-        ),
+    let (send_p50, send_max) = per_second(&op_latencies(input.history, true));
+    let (read_p50, _) = per_second(&op_latencies(input.history, false));
+    let (deliver_p50, deliver_max) = per_second(&delivery_latencies(input.history));
+    let lines: [(&str, Points, RGBColor); 5] = [
+        ("send p50", send_p50, BLUE),
+        ("send max", send_max, BLUE),
+        ("read p50", read_p50, GREEN),
+        ("deliver p50", deliver_p50, MAGENTA),
+        ("deliver max", deliver_max, MAGENTA),
     ];
-    let lines: Vec<(&str, Points, RGBColor)> = series
-        .into_iter()
-        .map(|(name, points, color, worst)| {
-            let (p50, max) = per_second(&points);
-            (name, if worst { max } else { p50 }, color)
-        })
-        .collect();
     let top = lines
         .iter()
         .flat_map(|(_, points, _)| points.iter().map(|p| p.1))
@@ -224,14 +228,7 @@ where
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    area.present()?;
-    Ok(())
+    finish(&mut chart, &area)
 }
 
 fn availability<DB: DrawingBackend>(
@@ -289,14 +286,7 @@ where
         ))?
         .label(format!("objective {objective:.2}%"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    area.present()?;
-    Ok(())
+    finish(&mut chart, &area)
 }
 
 /// Counts per bucket of [`EDGES_MS`] (the last bucket holds everything above).
@@ -372,14 +362,7 @@ where
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    area.present()?;
-    Ok(())
+    finish(&mut chart, &area)
 }
 
 /// The series of the load plot: requests per second per node, or what the clients saw.
@@ -456,14 +439,7 @@ where
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    area.present()?;
-    Ok(())
+    finish(&mut chart, &area)
 }
 
 #[cfg(test)]

@@ -37,11 +37,6 @@ fn simulate(seed: u64, scenario: &Scenario) -> Result<RunOutput, String> {
     catch_unwind(AssertUnwindSafe(|| runner::run(seed, scenario))).map_err(|p| panic_text(&*p))
 }
 
-fn create_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("--out {}: cannot use it as a directory: {e}", dir.display()))
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -53,14 +48,10 @@ pub fn run(seed: u64, args: &RunArgs, out: Option<PathBuf>, plots: bool) -> i32 
         Ok(scenario) => scenario,
         Err(message) => return usage(message),
     };
-    let dir = out.unwrap_or_else(|| {
-        PathBuf::from("target")
-            .join("chatsim")
-            .join(format!("{}-{seed}", scenario.name))
-    });
-    if let Err(message) = create_dir(&dir) {
-        return usage(message);
-    }
+    let dir = match super::out_dir(out, &format!("{}-{seed}", scenario.name)) {
+        Ok(dir) => dir,
+        Err(message) => return usage(message),
+    };
     let replay = args.replay_command(seed);
     println!(
         "chatsim seed {seed} scenario {} ({})",
@@ -164,14 +155,10 @@ pub fn replay(seed: u64, args: &RunArgs, log: &str, out: Option<PathBuf>) -> i32
         Ok(scenario) => scenario,
         Err(message) => return usage(message),
     };
-    let dir = out.unwrap_or_else(|| {
-        PathBuf::from("target")
-            .join("chatsim")
-            .join(format!("replay-{}-{seed}", scenario.name))
-    });
-    if let Err(message) = create_dir(&dir) {
-        return usage(message);
-    }
+    let dir = match super::out_dir(out, &format!("replay-{}-{seed}", scenario.name)) {
+        Ok(dir) => dir,
+        Err(message) => return usage(message),
+    };
     let log_path = dir.join("replay.log");
     let log_file = match std::fs::File::create(&log_path) {
         Ok(file) => file,
@@ -277,14 +264,10 @@ pub fn sweep(
         Err(message) => return usage(message),
     };
     let mut pending: VecDeque<u64> = seeds.into_iter().collect();
-    let dir = out.unwrap_or_else(|| {
-        PathBuf::from("target")
-            .join("chatsim")
-            .join(format!("sweep-{}", scenario.name))
-    });
-    if let Err(message) = create_dir(&dir) {
-        return usage(message);
-    }
+    let dir = match super::out_dir(out, &format!("sweep-{}", scenario.name)) {
+        Ok(dir) => dir,
+        Err(message) => return usage(message),
+    };
     println!(
         "sweep {} seeds {label} ({} here), {jobs} at a time, into {}",
         scenario.name,
@@ -366,7 +349,7 @@ pub fn sweep(
 
 fn start_seed(seed: u64, args: &RunArgs, dir: &Path, plots: bool) -> Result<Running, String> {
     let seed_dir = dir.join(format!("seed-{seed}"));
-    create_dir(&seed_dir)?;
+    super::create_dir(&seed_dir)?;
     // A report left by an earlier sweep must not stand in for this run's.
     let _ = std::fs::remove_file(seed_dir.join("report.json"));
     let output = std::fs::File::create(seed_dir.join("output.txt"))

@@ -362,33 +362,40 @@ fn sweep_merge(inputs: &[PathBuf], out: Option<PathBuf>) -> i32 {
     };
 
     // 3. Written beside the shards' reports, and printed.
-    let dir = out.unwrap_or_else(|| {
-        PathBuf::from("target")
-            .join("chatsim")
-            .join(format!("sweep-{}-merged", sweep.scenario))
-    });
     let summary = sweep.summary();
-    let written = std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("--out {}: cannot use it as a directory: {e}", dir.display()))
-        .and_then(|()| serde_json::to_string_pretty(&sweep).map_err(|e| e.to_string()))
-        .and_then(|json| {
-            let path = dir.join("sweep.json");
-            std::fs::write(&path, json + "\n")
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        })
-        .and_then(|()| {
-            let path = dir.join("sweep.md");
-            std::fs::write(&path, &summary)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        });
-    if let Err(message) = written {
-        eprintln!("chatsim: sweep-merge: {message}");
-        return 2;
-    }
+    let name = format!("sweep-{}-merged", sweep.scenario);
+    let written = out_dir(out, &name).and_then(|dir| {
+        let json = serde_json::to_string_pretty(&sweep).map_err(|e| e.to_string())?;
+        for (file, text) in [("sweep.json", json + "\n"), ("sweep.md", summary.clone())] {
+            let path = dir.join(file);
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(dir)
+    });
+    let dir = match written {
+        Ok(dir) => dir,
+        Err(message) => {
+            eprintln!("chatsim: sweep-merge: {message}");
+            return 2;
+        }
+    };
     println!("merged {} shards", shards.len());
     print!("{summary}");
     println!("sweep report {}", dir.join("sweep.json").display());
     sweep.exit_code
+}
+
+/// The output directory: `--out` if given, else `target/chatsim/NAME`; created if need be.
+fn out_dir(out: Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
+    let dir = out.unwrap_or_else(|| PathBuf::from("target").join("chatsim").join(name));
+    create_dir(&dir)?;
+    Ok(dir)
+}
+
+fn create_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("--out {}: cannot use it as a directory: {e}", dir.display()))
 }
 
 /// Every fault must be over by the start of the quiet period (a crash may stay permanent).
