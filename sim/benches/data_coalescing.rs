@@ -115,10 +115,7 @@ mod bench {
                             guild_id: 1,
                             author_id: 7,
                             content: format!("message {n}"),
-                            nonce: None,
-                            edited_ms: None,
-                            referenced_message_id: None,
-                            reactions: Vec::new(),
+                            ..Default::default()
                         };
                         store.put(&message, clock.now_us()).await.expect("stored");
                     }

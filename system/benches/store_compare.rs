@@ -104,10 +104,7 @@ mod bench {
                 guild_id: 1,
                 author_id: u64::from(worker),
                 content: "x".repeat(CONTENT_BYTES),
-                nonce: None,
-                edited_ms: None,
-                referenced_message_id: None,
-                reactions: Vec::new(),
+                ..Default::default()
             };
             let began = Instant::now();
             match store.put(&message, clock.now_us()).await {

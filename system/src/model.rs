@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids;
 
-/// A message as stored: the row of the `messages` table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A message as stored: the row of the `messages` table. `Default` gives the optional parts
+/// unset (no nonce, edit, reply or reaction), for literals that name only the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// The channel (partition key, with the bucket).
     pub channel_id: u64,
@@ -246,10 +247,7 @@ mod tests {
             guild_id: 3,
             author_id: 11,
             content: "hi".into(),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         let json = serde_json::to_value(MessageView::of(&message, "ann")).unwrap();
         assert_eq!(json["id"], "175928847299117063");

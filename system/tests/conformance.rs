@@ -145,10 +145,7 @@ fn message_at(channel_id: u64, unix_ms: i64, seq: u64, content: &str) -> StoredM
         guild_id: 41,
         author_id: 7,
         content: content.to_string(),
-        nonce: None,
-        edited_ms: None,
-        referenced_message_id: None,
-        reactions: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -550,10 +550,7 @@ async fn history_pages_before_after_and_around() {
             guild_id: cluster.guild(0),
             author_id: cluster.user_id(1),
             content: content.to_string(),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         cluster
             .store
@@ -600,10 +597,7 @@ async fn history_pages_before_after_and_around() {
             guild_id: cluster.guild(1),
             author_id: cluster.user_id(2),
             content: format!("b{n}"),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         cluster
             .store

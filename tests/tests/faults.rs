@@ -18,10 +18,7 @@ fn message(channel_id: u64, message_id: u64, content: &str) -> StoredMessage {
         guild_id: 1,
         author_id: 1,
         content: content.to_string(),
-        nonce: None,
-        edited_ms: None,
-        referenced_message_id: None,
-        reactions: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -44,10 +44,7 @@ async fn write_messages(
             guild_id: 1,
             author_id: 1,
             content: format!("message {n}"),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         if store.put(&message, clock.now_us()).await.is_ok() {
             acked.push(message.message_id);
@@ -267,10 +264,7 @@ fn with_two_replicas_down_writes_are_unavailable_not_timed_out() {
                         guild_id: 1,
                         author_id: 1,
                         content: format!("m{n}"),
-                        nonce: None,
-                        edited_ms: None,
-                        referenced_message_id: None,
-                        reactions: Vec::new(),
+                        ..Default::default()
                     };
                     outcomes.push(store.put(&message, clock.now_us()).await);
                 }
@@ -580,10 +574,7 @@ fn a_quorum_range_delete_hides_its_slice_from_quorum_reads() {
                     guild_id: 1,
                     author_id: 1,
                     content: "written after the delete".into(),
-                    nonce: None,
-                    edited_ms: None,
-                    referenced_message_id: None,
-                    reactions: Vec::new(),
+                    ..Default::default()
                 };
                 store.put(&again, deleted_at_us + 1).await.expect("a put");
                 let seen = history_ids(&store, &[channel]).await;

@@ -67,10 +67,7 @@ fn a_hundred_concurrent_reads_of_one_channel_cost_a_handful_of_store_queries() {
                         guild_id: 1,
                         author_id: 7,
                         content: format!("message {n}"),
-                        nonce: None,
-                        edited_ms: None,
-                        referenced_message_id: None,
-                        reactions: Vec::new(),
+                        ..Default::default()
                     };
                     store.put(&message, clock.now_us()).await.expect("stored");
                     written.push(message);

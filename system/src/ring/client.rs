@@ -360,10 +360,7 @@ impl StoreClient {
                     guild_id: record.guild_id(),
                     author_id: record.actor_id,
                     content,
-                    nonce: None,
-                    edited_ms: None,
-                    referenced_message_id: None,
-                    reactions: Vec::new(),
+                    ..Default::default()
                 }),
             },
         };

@@ -230,10 +230,7 @@ mod tests {
             guild_id: 1,
             author_id: 1,
             content: "x".into(),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         Mutation::Row(Row {
             key: RowKey {

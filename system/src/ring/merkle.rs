@@ -395,10 +395,7 @@ mod tests {
                     guild_id: 3,
                     author_id: 4,
                     content: content.into(),
-                    nonce: None,
-                    edited_ms: None,
-                    referenced_message_id: None,
-                    reactions: Vec::new(),
+                    ..Default::default()
                 }),
             },
         }

@@ -818,10 +818,7 @@ mod tests {
             guild_id: 1,
             author_id: 1,
             content: content.into(),
-            nonce: None,
-            edited_ms: None,
-            referenced_message_id: None,
-            reactions: Vec::new(),
+            ..Default::default()
         };
         Row {
             key: key(message_id),
